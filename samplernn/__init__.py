@@ -1,0 +1,7 @@
+"""SampleRNN: unconditional raw-audio generation (Mehri et al., ICLR 2017, arXiv 1612.07837)."""
+
+from .model import SampleRNN, SampleRNNConfig
+from .quantize import dequantize, nll_bits, quantize, silence_code
+
+__all__ = ["SampleRNN", "SampleRNNConfig", "quantize", "dequantize", "nll_bits", "silence_code"]
+__version__ = "0.1.0"
