@@ -2,6 +2,8 @@
 
 from .model import SampleRNN, SampleRNNConfig
 from .quantize import dequantize, nll_bits, quantize, silence_code
+from .sampler import generate
 
-__all__ = ["SampleRNN", "SampleRNNConfig", "quantize", "dequantize", "nll_bits", "silence_code"]
+__all__ = ["SampleRNN", "SampleRNNConfig", "quantize", "dequantize", "nll_bits", "silence_code",
+           "generate"]
 __version__ = "0.1.0"

@@ -200,7 +200,8 @@ class SampleRNN(nn.Module):
                              f"positive multiple of the top frame size {lookback}")
         if hidden is None:
             hidden = self.initial_hidden(b)
-        wav = dequantize(codes, self.config.q_type, self.config.q_levels)
+        dtype = self.sample_mlp.embedding.weight.dtype
+        wav = dequantize(codes, self.config.q_type, self.config.q_levels).to(dtype)
         cond, new_hidden = None, [None] * len(self.tiers)
         for k in reversed(range(len(self.tiers))):
             tier = self.tiers[k]

@@ -1,0 +1,233 @@
+"""Fast incremental sampling from a trained SampleRNN.
+
+Each tier keeps its recurrent state and steps only when its frame is complete;
+nothing of the past is recomputed. The arithmetic is written once against a
+tiny array namespace `xp` that both NumPy and PyTorch satisfy: on the CPU,
+NumPy's per-call overhead is several times lower than PyTorch's for these
+vector-sized operations (measured: 30-45 us vs 80-105 us per sample of the
+sample-level MLP at dim 256), so CPU generation runs on NumPy; on CUDA the same
+code runs on torch tensors with all state in preallocated device tensors.
+
+The model's weights are read once (weight norm folded in), the first layer of
+the sample-level MLP becomes one lookup table per input position (embedding x
+weights), and sampling is Gumbel-max with noise drawn a block at a time.
+"""
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch.nn.utils import parametrize
+
+from .model import SampleRNN
+from .quantize import dequantize, silence_code
+
+
+def _sigmoid(xp, x):
+    return 0.5 * xp.tanh(0.5 * x) + 0.5
+
+
+class _Weights:
+    """The model's effective weights as `xp` arrays, laid out for x @ W."""
+
+    def __init__(self, model: SampleRNN, to_array):
+        cfg = model.config
+        self.lstm = cfg.rnn_type == "lstm"
+        self.skip = cfg.skip_connections
+        self.n_rnn = cfg.n_rnn
+        with torch.no_grad(), parametrize.cached():
+            t = lambda w: to_array(w.detach().t().contiguous())  # noqa: E731
+            v = lambda b: to_array(b.detach().contiguous())  # noqa: E731
+            self.tiers = []
+            for tier in model.tiers:
+                layers = [(t(r.weight_ih_l0), v(r.bias_ih_l0), t(r.weight_hh_l0), v(r.bias_hh_l0))
+                          for r in tier.rnns]
+                self.tiers.append(dict(
+                    frame_size=tier.frame_size, ratio=tier.ratio,
+                    w_in=t(tier.input.weight), b_in=v(tier.input.bias), layers=layers,
+                    w_up=t(tier.upsample.weight), b_up=v(tier.upsample.bias)))
+            mlp = model.sample_mlp
+            emb = mlp.embedding.weight                       # [q, emb]
+            w1 = mlp.input.weight                            # [dim, fs0 * emb]
+            e = emb.shape[1]
+            self.luts = [to_array((emb @ w1[:, j * e:(j + 1) * e].t()).contiguous())
+                         for j in range(mlp.frame_size)]     # fs0 x [q, dim]
+            self.hidden = [(t(layer.weight), v(layer.bias)) for layer in mlp.hidden]
+            self.w_out, self.b_out = t(mlp.output.weight), v(mlp.output.bias)
+            levels = torch.arange(cfg.q_levels, device=emb.device)
+            self.deq = to_array(dequantize(levels, cfg.q_type, cfg.q_levels).to(emb.dtype))
+
+
+class Sampler:
+    """Incremental generator of codes for `batch_size` parallel streams.
+
+    sampler = Sampler(model, batch_size, temperature, seed, prime)
+    for block in sampler.stream(length): ...   # LongTensor [B, n] blocks of new codes
+    """
+
+    def __init__(self, model: SampleRNN, batch_size: int, temperature: float = 1.0,
+                 seed: int | None = None, prime: torch.Tensor | None = None,
+                 backend: str | None = None):
+        if temperature < 0:
+            raise ValueError(f"temperature={temperature} must be >= 0 (0 means greedy)")
+        device = next(model.parameters()).device
+        self.backend = backend or ("numpy" if device.type == "cpu" else "torch")
+        if self.backend not in ("numpy", "torch"):
+            raise ValueError(f"backend={self.backend!r}; use 'numpy' or 'torch'")
+        self.xp = np if self.backend == "numpy" else torch
+        self.device, self.dtype = device, next(model.parameters()).dtype
+        to_array = (lambda x: x.detach().cpu().numpy()) if self.backend == "numpy" else (lambda x: x.detach())
+        self.model, self.batch_size = model, batch_size
+        self.temperature, self.lookback = float(temperature), model.lookback
+        self.q_levels = model.config.q_levels
+        self.w = _Weights(model, to_array)
+        self.rng = np.random.default_rng(seed)
+        self.gen = torch.Generator(device=device)
+        self.gen.manual_seed(seed if seed is not None else int(self.rng.integers(2**62)))
+        history, hidden = self._start(prime)
+        self.history = to_array(history.t().contiguous())    # [lookback, B] time-major
+        self.state = [[to_array(h[i].contiguous()) for i in range(h.shape[0])] for h in hidden]
+        self.steps, self._noise, self._noise_at = 0, None, 0
+
+    def _start(self, prime):
+        """Silence (and the prime, run through forward to warm every tier) -> (codes, hidden)."""
+        cfg, b, lb = self.model.config, self.batch_size, self.lookback
+        silence = silence_code(cfg.q_type, cfg.q_levels)
+        if prime is None or prime.shape[-1] == 0:
+            codes = torch.full((b, lb), silence, dtype=torch.long, device=self.device)
+            return codes, [h.to(self.dtype) for h in self.model.initial_hidden(b)]
+        prime = prime.to(self.device).long()
+        if prime.dim() == 1:
+            prime = prime[None]
+        if prime.shape[0] not in (1, b):
+            raise ValueError(f"prime has {prime.shape[0]} rows; give 1 or num_samples={b}")
+        prime = prime.expand(b, -1)
+        pad = (-prime.shape[1]) % lb
+        start = torch.full((b, lb + pad), silence, dtype=torch.long, device=self.device)
+        codes = torch.cat([start, prime], dim=1)
+        with torch.no_grad():
+            _, hidden = self.model(codes)
+        return codes[:, -lb:], hidden
+
+    # -- one tier step and one sample step, in xp arithmetic -------------------------------
+
+    def _tier_step(self, k: int, frame, cond):
+        """frame [B, frame_size] float, cond [B, dim] or None -> conditioning [B, ratio, dim]."""
+        xp, w, tier = self.xp, self.w, self.w.tiers[k]
+        x = frame @ tier["w_in"] + tier["b_in"]
+        if cond is not None:
+            x = x + cond
+        state, n, outputs = self.state[k], self.w.n_rnn, []
+        for layer, (w_ih, b_ih, w_hh, b_hh) in enumerate(tier["layers"]):
+            h = state[layer]
+            gi, gh = x @ w_ih + b_ih, h @ w_hh + b_hh
+            d = h.shape[-1]
+            if w.lstm:
+                g = gi + gh
+                c = _sigmoid(xp, g[:, d:2 * d]) * state[n + layer] + \
+                    _sigmoid(xp, g[:, :d]) * xp.tanh(g[:, 2 * d:3 * d])
+                h = _sigmoid(xp, g[:, 3 * d:]) * xp.tanh(c)
+                state[n + layer] = c
+            else:
+                r = _sigmoid(xp, gi[:, :d] + gh[:, :d])
+                z = _sigmoid(xp, gi[:, d:2 * d] + gh[:, d:2 * d])
+                new = xp.tanh(gi[:, 2 * d:] + r * gh[:, 2 * d:])
+                h = new + z * (h - new)
+            state[layer] = h
+            outputs.append(h)
+            x = h
+        top = xp.concatenate(outputs, -1) if w.skip else x
+        out = top @ tier["w_up"] + tier["b_up"]
+        return out.reshape(out.shape[0], tier["ratio"], -1)
+
+    def _noise_chunk(self, n_steps: int):
+        """Gumbel noise [n_steps, B, q] scaled for the temperature (None when greedy)."""
+        if self.temperature == 0:
+            return None
+        shape = (n_steps, self.batch_size, self.q_levels)
+        if self.backend == "numpy":
+            e = self.rng.standard_exponential(shape, dtype=np.float32)
+            g = -np.log(np.maximum(e, np.finfo(np.float32).tiny, out=e), out=e)
+            return g.astype(self.w.w_out.dtype, copy=False) * np.float32(self.temperature)
+        g = torch.empty(shape, device=self.device, dtype=self.dtype)
+        g.exponential_(generator=self.gen).clamp_(min=torch.finfo(g.dtype).tiny).log_().neg_()
+        return g * self.temperature
+
+    def _gumbel(self, step: int):
+        """Noise for absolute step `step`, drawn in fixed chunks so blocking never changes it."""
+        if self._noise is None or not self._noise_at <= step < self._noise_at + len(self._noise):
+            chunk = max(64, min(4096, (1 << 22) // (self.batch_size * self.q_levels)))
+            self._noise_at = step - step % chunk
+            self._noise = self._noise_chunk(chunk)
+        return self._noise[step - self._noise_at]
+
+    def stream(self, length: int, block_size: int = 8192) -> Iterator[torch.Tensor]:
+        """Yield LongTensor blocks [B, n] of new codes until `length` codes per stream.
+
+        Blocks are multiples of the top frame size, so memory stays constant
+        however long the output; the codes do not depend on `block_size`.
+        """
+        w, lb = self.w, self.lookback
+        tiers, fs0 = w.tiers, w.tiers[0]["frame_size"]
+        block_size = max(lb, block_size // lb * lb)
+        done = 0
+        while done < length:
+            n = min(block_size, length - done)
+            n_frames = math.ceil(n / lb) * lb
+            if self.backend == "numpy":
+                hist = np.empty((lb + n_frames, self.batch_size), dtype=np.int64)
+            else:
+                hist = torch.empty((lb + n_frames, self.batch_size), dtype=torch.long, device=self.device)
+            hist[:lb] = self.history
+            conds = [None] * len(tiers)
+            for t in range(0, n_frames, fs0):
+                pos = lb + t
+                for k in reversed(range(len(tiers))):
+                    f = tiers[k]["frame_size"]
+                    if t % f:
+                        continue
+                    above = None
+                    if k + 1 < len(tiers):
+                        above = conds[k + 1][:, (t % tiers[k + 1]["frame_size"]) // f]
+                    conds[k] = self._tier_step(k, w.deq[hist[pos - f:pos]].T, above)
+                for j in range(fs0):
+                    p = pos + j
+                    x = conds[0][:, j]
+                    for i, lut in enumerate(w.luts):
+                        x = x + lut[hist[p - fs0 + i]]
+                    x = x.clip(min=0)
+                    for w_h, b_h in w.hidden:
+                        x = (x @ w_h + b_h).clip(min=0)
+                    logits = x @ w.w_out + w.b_out
+                    if self.temperature:
+                        logits = logits + self._gumbel(self.steps + t + j)
+                    hist[p] = logits.argmax(-1)
+            self.history = hist[n_frames:].copy() if self.backend == "numpy" else hist[n_frames:].clone()
+            self.steps += n_frames
+            done += n
+            new = hist[lb:lb + n]
+            out = torch.from_numpy(np.ascontiguousarray(new.T)) if self.backend == "numpy" else new.t()
+            yield out.contiguous()
+            if n_frames != n:  # the state ran past the last whole frame: the stream ends here
+                break
+
+
+def generate(model: SampleRNN, num_samples: int, length: int, temperature: float = 1.0,
+             prime: torch.Tensor | None = None, seed: int | None = None,
+             backend: str | None = None) -> torch.Tensor:
+    """Sample `num_samples` streams of `length` new codes -> LongTensor [num_samples, length].
+
+    Starts from the model's initial state and `lookback` samples of silence, or
+    after `prime` (codes [1 or num_samples, P]) run through the whole model.
+    temperature=0 is greedy (argmax). The same seed gives the same codes.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            sampler = Sampler(model, num_samples, temperature, seed, prime, backend)
+            blocks = list(sampler.stream(length))
+    finally:
+        model.train(was_training)
+    return torch.cat(blocks, dim=1).to(next(model.parameters()).device)
