@@ -1,0 +1,88 @@
+"""Self-describing checkpoints: written atomically, loaded with weights_only=True.
+
+A checkpoint holds the model config and weights (from the uncompiled module),
+the resolved run config, the step, optimizer state, RNG states, the TBPTT
+state carried between chunks (so a resumed run continues exactly), the best
+metric so far and the W&B run id.
+"""
+
+import os
+import random
+from pathlib import Path
+
+import torch
+
+from .model import SampleRNN, SampleRNNConfig
+
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(path, model: SampleRNN, *, run_config: dict, step: int,
+                    optimizer: torch.optim.Optimizer | None = None,
+                    scheduler=None, hidden: list[torch.Tensor] | None = None,
+                    best_valid_nll_bits: float | None = None, wandb_id: str | None = None,
+                    sample_rate: int | None = None, extra: dict | None = None) -> Path:
+    """Write to `<path>.tmp` then rename over `path`: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "format_version": FORMAT_VERSION,
+        "model_config": model.config.to_dict(),
+        "model": model.state_dict(),
+        "run_config": run_config,
+        "step": int(step),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "hidden": [h.detach().cpu() for h in hidden] if hidden is not None else None,
+        "rng": {"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "python": list(random.getstate()[1])},
+        "best_valid_nll_bits": best_valid_nll_bits,
+        "wandb_id": wandb_id,
+        "sample_rate": sample_rate,
+        "extra": extra or {},
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_checkpoint(path, device="cpu") -> dict:
+    """The raw checkpoint dict; a clear error for a missing or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; pass checkpoint=<run dir>/"
+                                "checkpoints/last.pt (or best.pt) of a training run")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # a truncated or foreign file
+        raise ValueError(f"checkpoint {path} could not be read ({error}); it is not a samplernn "
+                         "checkpoint or it is damaged") from error
+    if not isinstance(state, dict) or "model_config" not in state:
+        raise ValueError(f"{path} is not a samplernn checkpoint (no model_config inside)")
+    return state
+
+
+def load_checkpoint(path, device="cpu") -> tuple[SampleRNN, dict]:
+    """Rebuild the model from the checkpoint alone -> (model in eval mode, info dict)."""
+    state = read_checkpoint(path, device)
+    model = SampleRNN(SampleRNNConfig(**state["model_config"]))
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    info = {k: v for k, v in state.items() if k not in ("model", "optimizer", "scheduler")}
+    info["path"] = str(path)
+    return model, info
+
+
+def restore_rng(state: dict) -> None:
+    rng = state.get("rng") or {}
+    if "torch" in rng:
+        torch.set_rng_state(rng["torch"].cpu())
+    if rng.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    if rng.get("python"):
+        random.setstate((3, tuple(rng["python"]), None))

@@ -1,0 +1,78 @@
+"""Exact NLL in bits per sample over a whole split, and the evaluate command.
+
+Every sample of the split is predicted exactly once, with the recurrent state
+carried through each file: the number compares across runs and implementations.
+"""
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from .checkpoint import load_checkpoint
+from .data import PreparedDataset, eval_loader
+from .model import SampleRNN
+from .quantize import nll_bits
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(name: str) -> torch.device:
+    """auto -> cuda when available, else cpu; a clear error for cuda without a GPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={name} but no CUDA GPU is visible; use device=cpu or device=auto")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str):
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision={precision!r}; use fp32 or bf16")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+@torch.no_grad()
+def evaluate_nll(model: SampleRNN, dataset: PreparedDataset, split: str, batch_size: int,
+                 seq_len: int, device: torch.device, precision: str = "fp32") -> dict:
+    """-> {"nll_bits": bits per sample over the whole split, "n_samples": samples counted}."""
+    cfg = model.config
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
+    hidden = None
+    loader = eval_loader(dataset, split, batch_size, seq_len, model.lookback, cfg.q_type,
+                         cfg.q_levels)
+    for batch in loader:
+        codes, mask = batch.codes.to(device), batch.mask.to(device)
+        hidden = model.reset_hidden(hidden, batch.reset.to(device))
+        with autocast(device, precision):
+            logits, hidden = model(codes, hidden)
+        total += nll_bits(logits, codes[:, model.lookback:], mask, reduction="sum").double()
+        count += int(mask.sum())
+    model.train(was_training)
+    return {"nll_bits": (total / max(count, 1)).item(), "n_samples": count}
+
+
+def run(cfg: DictConfig) -> dict:
+    """python scripts/evaluate.py checkpoint=<path> [split=test] [dataset.path=...]"""
+    device = pick_device(cfg.device)
+    model, info = load_checkpoint(cfg.checkpoint, device)
+    run_cfg = info["run_config"]
+    path = cfg.dataset.path or run_cfg["dataset"]["path"]
+    dataset = PreparedDataset(path)
+    seq_len = cfg.seq_len or run_cfg["train"]["seq_len"]
+    result = evaluate_nll(model, dataset, cfg.split, cfg.batch_size, seq_len, device,
+                          cfg.precision)
+    result.update(split=cfg.split, dataset=str(path), checkpoint=str(cfg.checkpoint),
+                  step=info["step"], n_parameters=model.n_parameters())
+    out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).with_name(
+        f"eval_{cfg.split}_{Path(cfg.checkpoint).stem}.json")
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
+    print(f"written to {out}")
+    return result
+

@@ -1,0 +1,48 @@
+"""Audio samples written during training: WAV + JSON sidecar + waveform/spectrogram PNGs.
+
+samples/step_<N>/sample_<K>.wav, sample_<K>.json (how it was made), and
+sample_<K>_waveform.png / sample_<K>_spectrogram.png; mirrored to W&B.
+"""
+
+import json
+import time
+from pathlib import Path
+
+from .audio import write_wav
+from .plots import spectrogram_png, waveform_png
+from .quantize import dequantize
+from .sampler import generate
+
+
+def write_samples(model, run_dir, step: int, logger, *, n: int, seconds: float,
+                  temperature: float, seed: int, sample_rate: int) -> float | None:
+    """Generate n samples of `seconds` each; returns generation speed in samples/s per stream."""
+    if n <= 0 or seconds <= 0:
+        return None
+    length = max(model.lookback, int(round(seconds * sample_rate)) // model.lookback * model.lookback)
+    t0 = time.perf_counter()
+    codes = generate(model, n, length, temperature=temperature, seed=seed)
+    speed = length / max(time.perf_counter() - t0, 1e-9)
+    cfg = model.config
+    wavs = dequantize(codes.cpu(), cfg.q_type, cfg.q_levels).numpy()
+    out_dir = Path(run_dir) / "samples" / f"step_{step}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    audio, images = [], []
+    for k, wav in enumerate(wavs):
+        stem = out_dir / f"sample_{k}"
+        write_wav(stem.with_suffix(".wav"), wav, sample_rate)
+        sidecar = {"checkpoint": str(Path(run_dir) / "checkpoints" / "last.pt"), "step": step,
+                   "temperature": temperature, "seed": seed, "index": k,
+                   "seconds": length / sample_rate, "sample_rate": sample_rate,
+                   "gen_samples_per_s": speed, "prime": None}
+        stem.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+        wave = waveform_png(wav, sample_rate, title=f"step {step}, sample {k}")
+        spec = spectrogram_png(wav, sample_rate, title=f"step {step}, sample {k}")
+        Path(f"{stem}_waveform.png").write_bytes(wave)
+        Path(f"{stem}_spectrogram.png").write_bytes(spec)
+        audio.append((f"samples/audio_{k}", wav, sample_rate))
+        images += [(f"samples/waveform_{k}", wave), (f"samples/spectrogram_{k}", spec)]
+    logger.log({"perf/gen_samples_per_s": speed}, step)
+    logger.log_media(step, audio, images)
+    return speed
+
