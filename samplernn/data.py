@@ -1,0 +1,309 @@
+"""Loading prepared datasets (see samplernn/prepare.py) for training and evaluation.
+
+Both loaders yield `Batch(codes, reset, mask)` chunks for truncated BPTT. A row walks one
+segment (training) or one whole file (evaluation) in consecutive chunks of `seq_len` targets.
+Chunk c of a row whose segment starts at source sample s holds the codes of source samples
+[s + c * seq_len - lookback, s + (c + 1) * seq_len): the first `lookback` codes are the
+model's context (the tail of the previous chunk), the last `seq_len` are the targets.
+Positions before s are silence (`silence_code`), so a segment's first sample is predicted
+from silence; `reset` says the row's hidden state must start from the initial state.
+
+Training (`TrainStream`) is an infinite stream, deterministic in (seed, batch index), that can
+resume at any batch. Evaluation (`EvalStream`) covers a split exactly once, in manifest order.
+"""
+
+import heapq
+import json
+import math
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from samplernn.audio import pcm16_to_float
+from samplernn.quantize import quantize
+
+MANIFEST_VERSION = 1
+SPLITS = ("train", "valid", "test")
+
+
+class PreparedDataset:
+    """A folder written by `prepare`: manifest.json + samples.npy (int16, memory-mapped)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        hint = (f"prepare it first: python datasets/prepare.py source=<folder> "
+                f"name={self.path.name} (or out_dir={self.path})")
+        manifest_path, samples_path = self.path / "manifest.json", self.path / "samples.npy"
+        if not manifest_path.is_file() or not samples_path.is_file():
+            raise FileNotFoundError(f"{self.path} is not a prepared dataset (needs manifest.json "
+                                    f"and samples.npy); {hint}")
+        try:
+            self.manifest = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError as err:
+            raise FileNotFoundError(f"{manifest_path} is not valid JSON ({err}); {hint} "
+                                    "with overwrite=true") from None
+        if self.manifest.get("version") != MANIFEST_VERSION:
+            raise ValueError(f"{manifest_path} has version {self.manifest.get('version')}, this "
+                             f"code reads version {MANIFEST_VERSION}; {hint} with overwrite=true")
+        self.sample_rate = int(self.manifest["sample_rate"])
+        self._samples = None
+
+    @property
+    def samples(self) -> np.ndarray:
+        """int16 memmap [n_samples]: all files concatenated (wav = samples / 32768)."""
+        if self._samples is None:
+            samples = np.load(self.path / "samples.npy", mmap_mode="r")
+            if samples.dtype != np.int16 or samples.shape != (self.manifest["n_samples"],):
+                raise ValueError(f"{self.path / 'samples.npy'} holds {samples.dtype} "
+                                 f"{samples.shape}, the manifest says int16 "
+                                 f"({self.manifest['n_samples']},); prepare it again with "
+                                 "overwrite=true")
+            self._samples = samples
+        return self._samples
+
+    def __getstate__(self) -> dict:      # worker processes re-open the memmap, never copy it
+        return {**self.__dict__, "_samples": None}
+
+    def files(self, split: str) -> list[dict]:
+        """Manifest entries (source, offset, n_samples, seconds, split, ...) of one split."""
+        if split not in SPLITS:
+            raise ValueError(f"split={split!r} is unknown; use one of {SPLITS}")
+        return [f for f in self.manifest["files"] if f["split"] == split]
+
+    def n_samples(self, split: str) -> int:
+        return sum(f["n_samples"] for f in self.files(split))
+
+    def __repr__(self) -> str:
+        return (f"PreparedDataset({str(self.path)!r}, {self.manifest['n_samples']} samples at "
+                f"{self.sample_rate} Hz, {self.manifest['split_mode']})")
+
+
+class Batch(NamedTuple):
+    """One TBPTT chunk for every row.
+
+    codes: LongTensor [B, lookback + seq_len]; targets are codes[:, lookback:].
+    reset: BoolTensor [B]; True: reset this row's hidden state before this chunk.
+    mask:  BoolTensor [B, seq_len]; True where target codes[:, lookback + t] is a real sample.
+    """
+    codes: torch.Tensor
+    reset: torch.Tensor
+    mask: torch.Tensor
+
+
+def _check_sizes(batch_size: int, seq_len: int, lookback: int) -> None:
+    if batch_size < 1 or seq_len < 1 or lookback < 1:
+        raise ValueError(f"batch_size={batch_size}, seq_len={seq_len}, lookback={lookback}: "
+                         "each must be at least 1")
+
+
+class _ChunkBuilder:
+    """Fills float rows from the memmap and quantizes them into a Batch."""
+
+    def __init__(self, dataset: PreparedDataset, batch_size: int, seq_len: int, lookback: int,
+                 q_type: str, q_levels: int):
+        _check_sizes(batch_size, seq_len, lookback)
+        quantize(torch.zeros(1), q_type, q_levels)          # fails early on a bad q_type
+        self.dataset, self.B, self.T, self.L = dataset, batch_size, seq_len, lookback
+        self.q_type, self.q_levels = q_type, q_levels
+
+    def new(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return (np.zeros((self.B, self.L + self.T), np.float32), np.zeros(self.B, bool),
+                np.zeros((self.B, self.T), bool))
+
+    def fill(self, wav: np.ndarray, mask: np.ndarray, row: int, start: int, length: int,
+             chunk: int) -> None:
+        """Row `row` <- chunk `chunk` of the run of `length` samples at absolute `start`."""
+        lo = chunk * self.T - self.L                        # run-relative first position
+        a, b = max(lo, 0), min(lo + self.L + self.T, length)
+        if b > a:
+            wav[row, a - lo:b - lo] = pcm16_to_float(self.dataset.samples[start + a:start + b])
+        first_target = chunk * self.T
+        mask[row, :max(0, min(self.T, length - first_target))] = True
+
+    def batch(self, wav: np.ndarray, reset: np.ndarray, mask: np.ndarray) -> Batch:
+        codes = quantize(torch.from_numpy(wav), self.q_type, self.q_levels)
+        return Batch(codes, torch.from_numpy(reset), torch.from_numpy(mask))
+
+
+def _shard() -> tuple[int, int]:
+    """(worker id, number of workers) inside a DataLoader worker, else (0, 1)."""
+    info = get_worker_info()
+    return (info.id, info.num_workers) if info is not None else (0, 1)
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser on uint64 arrays (wrapping arithmetic)."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _uniform(seed: int, row, n, stream: int) -> np.ndarray:
+    """Counter-based uniforms in [0, 1), a pure function of (seed, row, n, stream); row and n
+    broadcast. Cheap enough to replay millions of segment plans when resuming."""
+    golden = np.uint64(0x9E3779B97F4A7C15)
+    x = _mix64(np.full(1, seed % (1 << 64), np.uint64) + golden)
+    for key in (np.asarray(row), np.asarray(n), np.asarray(stream)):
+        x = _mix64((x ^ key.astype(np.uint64)) + golden)
+    return (x >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+class TrainStream(IterableDataset):
+    """Infinite stream of training `Batch`es, deterministic in (seed, batch index).
+
+    Each row plays random segments one after another. Segment n of row r is a pure function
+    of (seed, r, n) (`segment`): a train file drawn with probability proportional to its
+    length (files shorter than seq_len are never used), a length of
+    min(segment_samples, file length) rounded down to a multiple of seq_len, and a uniform
+    start inside the file. Rows reset independently. `start_step=k` resumes at batch k
+    exactly (the plan is replayed in integers, no audio is read). Under a DataLoader with W
+    workers, worker w yields batches start_step + w, start_step + w + W, ..., so the loader's
+    round-robin keeps the order of W = 0.
+    """
+
+    def __init__(self, dataset: PreparedDataset, batch_size: int, seq_len: int, lookback: int,
+                 segment_samples: int, q_type: str = "linear", q_levels: int = 256,
+                 seed: int = 0, start_step: int = 0):
+        self.builder = _ChunkBuilder(dataset, batch_size, seq_len, lookback, q_type, q_levels)
+        if segment_samples < seq_len:
+            raise ValueError(f"segment_samples={segment_samples} is shorter than seq_len={seq_len}"
+                             "; raise the segment length or lower train.seq_len")
+        if start_step < 0:
+            raise ValueError(f"start_step={start_step} must be >= 0")
+        files = [f for f in dataset.files("train") if f["n_samples"] >= seq_len]
+        if not files:
+            longest = max((f["n_samples"] for f in dataset.files("train")), default=0)
+            raise ValueError(f"no train file of {dataset.path} is as long as seq_len={seq_len} "
+                             f"samples (longest: {longest}); lower train.seq_len")
+        self.offsets = np.array([f["offset"] for f in files], np.int64)
+        self.lengths = np.array([f["n_samples"] for f in files], np.int64)
+        self.cdf = np.cumsum(self.lengths) / self.lengths.sum()
+        self.segment_samples, self.seed, self.start_step = int(segment_samples), seed, start_step
+
+    def segment(self, row, n) -> tuple[np.ndarray, np.ndarray]:
+        """(absolute start sample, number of chunks) of segment n of row `row`; row and n may
+        be broadcastable integer arrays."""
+        T = self.builder.T
+        i = np.minimum(np.searchsorted(self.cdf, _uniform(self.seed, row, n, 0), side="right"),
+                       len(self.lengths) - 1)
+        length = np.minimum(self.segment_samples, self.lengths[i]) // T * T
+        start = (_uniform(self.seed, row, n, 1) * (self.lengths[i] - length + 1)).astype(np.int64)
+        return self.offsets[i] + start, length // T
+
+    def _locate(self, k: int) -> list[list[int]]:
+        """Per row [segment n, its first batch index, start, n_chunks] for the segment that
+        holds batch k: segment lengths are replayed in vectorised blocks."""
+        B = self.builder.B
+        first, n0 = np.zeros(B, np.int64), np.zeros(B, np.int64)
+        out: list = [None] * B
+        rows = np.arange(B)
+        block = 64
+        while len(rows):
+            ns = n0[rows, None] + np.arange(block)[None, :]
+            starts, chunks = self.segment(rows[:, None], ns)
+            ends = first[rows, None] + np.cumsum(chunks, axis=1)
+            hit = ends > k
+            for j, row in enumerate(rows):
+                if hit[j, -1]:
+                    m = int(np.argmax(hit[j]))
+                    out[row] = [int(ns[j, m]), int(ends[j, m] - chunks[j, m]), int(starts[j, m]),
+                                int(chunks[j, m])]
+            keep = ~hit[:, -1]
+            first[rows[keep]] = ends[keep, -1]
+            n0[rows[keep]] += block
+            rows = rows[keep]
+            block = min(block * 4, 1 << 16)
+        return out
+
+    def _batch(self, k: int, cursors: list) -> Batch:
+        wav, reset, mask = self.builder.new()
+        for row, cursor in enumerate(cursors):
+            while k >= cursor[1] + cursor[3]:            # on to the row's next segment
+                cursor[1] += cursor[3]
+                cursor[0] += 1
+                start, chunks = self.segment(row, cursor[0])
+                cursor[2], cursor[3] = int(start[0]), int(chunks[0])
+            chunk = k - cursor[1]
+            self.builder.fill(wav, mask, row, cursor[2], cursor[3] * self.builder.T, chunk)
+            reset[row] = chunk == 0
+        return self.builder.batch(wav, reset, mask)
+
+    def batch_at(self, k: int) -> Batch:
+        """Batch number k, computed from scratch (what iteration yields at position k)."""
+        return self._batch(k, self._locate(k))
+
+    def __iter__(self):
+        worker, n_workers = _shard()
+        k = self.start_step + worker
+        cursors = self._locate(k)
+        while True:
+            yield self._batch(k, cursors)
+            k += n_workers
+
+
+class EvalStream(IterableDataset):
+    """Every sample of a split predicted exactly once, deterministically; len() = batches.
+
+    Rows take the split's files from one queue in manifest order (a free row takes the next
+    file; ties go to the lower row) and walk each file whole, carrying state between its chunks
+    (reset=True on a file's first chunk). The last chunk of a file is padded with silence and
+    masked; rows with nothing left are all-masked silence with reset=True.
+    """
+
+    def __init__(self, dataset: PreparedDataset, split: str, batch_size: int, seq_len: int,
+                 lookback: int, q_type: str = "linear", q_levels: int = 256):
+        self.builder = _ChunkBuilder(dataset, batch_size, seq_len, lookback, q_type, q_levels)
+        self.files = dataset.files(split)
+        if not self.files:
+            raise ValueError(f"split {split!r} of {dataset.path} has no files; prepare it with "
+                             f"{split}_fraction > 0")
+        self.n_targets = sum(f["n_samples"] for f in self.files)
+        # plan[row] = [(file index, first batch, n_chunks), ...]
+        self.plan: list[list[tuple[int, int, int]]] = [[] for _ in range(batch_size)]
+        free = [(0, row) for row in range(batch_size)]
+        for i, f in enumerate(self.files):
+            t, row = heapq.heappop(free)
+            n_chunks = math.ceil(f["n_samples"] / seq_len)
+            self.plan[row].append((i, t, n_chunks))
+            heapq.heappush(free, (t + n_chunks, row))
+        self.n_batches = max(t for t, _ in free)
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def __iter__(self):
+        worker, n_workers = _shard()
+        position = [0] * self.builder.B
+        for k in range(worker, self.n_batches, n_workers):
+            wav, reset, mask = self.builder.new()
+            for row, runs in enumerate(self.plan):
+                while position[row] < len(runs) and k >= sum(runs[position[row]][1:]):
+                    position[row] += 1                      # that file is done
+                if position[row] == len(runs):
+                    reset[row] = True                       # idle: nothing left to predict
+                    continue
+                i, first, _ = runs[position[row]]
+                f = self.files[i]
+                self.builder.fill(wav, mask, row, f["offset"], f["n_samples"], k - first)
+                reset[row] = k == first
+            yield self.builder.batch(wav, reset, mask)
+
+
+def train_loader(dataset: PreparedDataset, batch_size: int, seq_len: int, lookback: int,
+                 segment_samples: int, q_type: str = "linear", q_levels: int = 256,
+                 seed: int = 0, start_step: int = 0, num_workers: int = 1) -> DataLoader:
+    """DataLoader over a TrainStream; batch order is the same for any num_workers."""
+    stream = TrainStream(dataset, batch_size, seq_len, lookback, segment_samples, q_type,
+                         q_levels, seed, start_step)
+    return DataLoader(stream, batch_size=None, num_workers=num_workers)
+
+
+def eval_loader(dataset: PreparedDataset, split: str, batch_size: int, seq_len: int,
+                lookback: int, q_type: str = "linear", q_levels: int = 256,
+                num_workers: int = 0) -> DataLoader:
+    """DataLoader over an EvalStream; len() is the number of batches."""
+    stream = EvalStream(dataset, split, batch_size, seq_len, lookback, q_type, q_levels)
+    return DataLoader(stream, batch_size=None, num_workers=num_workers)

@@ -1,0 +1,410 @@
+"""Turn any folder of audio into a prepared dataset that training memory-maps.
+
+    python datasets/prepare.py source=<folder> name=<name>     # -> data/<name>/
+
+Output (written to a hidden temporary folder beside `out_dir`, renamed at the end):
+    samples.npy    int16 [n_samples]: every kept file, mono, resampled, concatenated
+                   (wav = samples / 32768); open with np.load(path, mmap_mode="r").
+    manifest.json  version, name, sample_rate, n_samples, split_mode, options, files
+                   (source, sha256, offset, n_samples, seconds, split[, block]), splits, inputs.
+    report.json    what was skipped and why (reasons: empty, not_audio, unreadable,
+                   too_short, silent), counts by reason.
+
+Every regular file under the folder is tried (hidden files and folders are ignored);
+files fail one by one, never the run. Normalisation: "none" keeps the decoded level
+(clipped to 16 bits); "peak" scales each file so max |x| = PEAK_LEVEL; "minmax" maps
+each `chunk_seconds` chunk of a file onto [-1, 1], the SampleRNN authors' protocol
+(adds a DC offset; use it only to compare with published numbers).
+Splits are by file (seeded permutation, counts rounded from the fractions, at least one
+file for each split with a fraction > 0); when there are too few files for that, every
+file is cut into contiguous time blocks and the blocks are split instead.
+"""
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from samplernn.audio import AudioError, audio_info, float_to_pcm16, iter_audio_blocks
+
+MANIFEST_VERSION = 1
+NORMALIZE = ("none", "peak", "minmax")
+PEAK_LEVEL = 0.99
+# Options that change the prepared data; a re-run with the same ones and inputs is a no-op.
+DATA_OPTIONS = ("sample_rate", "normalize", "valid_fraction", "test_fraction", "seed",
+                "min_seconds", "chunk_seconds", "silence_db")
+_BLOCK = 1 << 20
+SMALL_INPUT_BYTES = 64 << 20     # num_workers=None decodes less in-process (workers cost ~4 s)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _walk(source: Path, exclude: Path) -> list[tuple[str, Path]]:
+    """(relative posix path, path) of every non-hidden regular file, sorted."""
+    if source.is_file():
+        return [(source.name, source)]
+    found = []
+    for root, dirs, names in os.walk(source, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith(".")
+                   and (Path(root) / d).resolve() != exclude]
+        for name in names:
+            path = Path(root) / name
+            if not name.startswith(".") and path.is_file():
+                found.append((path.relative_to(source).as_posix(), path))
+    return sorted(found)
+
+
+def _to_pcm16(f32_path: Path, pcm_path: Path, n: int, peak: float, opts: dict) -> None:
+    """Normalise the decoded float32 part [n] and write it as raw int16 [n]."""
+    x = np.memmap(f32_path, dtype=np.float32, mode="r", shape=(n,))
+    mode = opts["normalize"]
+    chunk = max(1, round(opts["chunk_seconds"] * opts["sample_rate"]))
+    step = chunk if mode == "minmax" else _BLOCK
+    with open(pcm_path, "wb") as out:
+        for a in range(0, n, step):
+            y = np.asarray(x[a:a + step], dtype=np.float32)
+            if mode == "peak":
+                y = y * np.float32(PEAK_LEVEL / peak)
+            elif mode == "minmax":
+                lo, hi = float(y.min()), float(y.max())
+                y = (y - lo) * np.float32(2.0 / (hi - lo)) - 1 if hi > lo else np.zeros_like(y)
+            out.write(float_to_pcm16(y).astype("<i2").tobytes())
+    del x
+
+
+def _decode_file(index: int, path: Path, part: Path, opts: dict) -> dict:
+    """Decode, check and normalise one file into `part` (raw int16). Never raises for bad audio:
+    returns {"kept": False, "reason", "detail"} instead."""
+    stat = path.stat()
+    rec = {"index": index, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    sr, f32, min_s = opts["sample_rate"], part.with_suffix(".f32"), opts["min_seconds"]
+    try:
+        rec["sha256"] = _sha256(path)
+        info = audio_info(path)
+        rec.update(source_rate=info["sample_rate"], source_channels=info["channels"])
+        if info["seconds"] < min_s:
+            raise AudioError(path, "too_short", f"{info['seconds']:.3f} s < min_seconds={min_s}")
+        n, peak = 0, 0.0
+        with open(f32, "wb") as f:
+            for block in iter_audio_blocks(path, sr):
+                f.write(block.astype(np.float32, copy=False).tobytes())
+                n += len(block)
+                peak = max(peak, float(np.abs(block).max(initial=0.0)))
+        if n == 0:
+            raise AudioError(path, "empty", "the file decoded to 0 samples")
+        if n / sr < min_s:
+            raise AudioError(path, "too_short", f"{n / sr:.3f} s < min_seconds={min_s}")
+        if peak < 10 ** (opts["silence_db"] / 20):
+            raise AudioError(path, "silent", f"peak {peak:.2e} is below silence_db="
+                             f"{opts['silence_db']} dBFS")
+        _to_pcm16(f32, part, n, peak, opts)
+        rec.update(kept=True, n_samples=n, peak=round(peak, 6))
+    except AudioError as err:
+        rec.update(kept=False, reason=err.reason, detail=err.detail)
+    except Exception as err:  # a file must never stop the run; say what happened instead
+        rec.update(kept=False, reason="unreadable", detail=f"{type(err).__name__}: {err}")
+    finally:
+        f32.unlink(missing_ok=True)
+    if not rec["kept"]:
+        part.unlink(missing_ok=True)
+    return rec
+
+
+def _one_torch_thread() -> int:
+    """Resampling runs one file per process; extra intra-op threads only slow it down (measured
+    10x slower with 2 threads on a 2-core VM). Returns the previous thread count."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    return before
+
+
+def _pool(n_workers: int) -> ProcessPoolExecutor:
+    # forkserver: a fresh server process forks the workers, so no OpenMP state of the
+    # caller (a trainer that already ran torch) is inherited; torch is imported once there.
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["samplernn.prepare"])
+    return ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_one_torch_thread)
+
+
+def _decode_all(jobs: list[tuple], num_workers: int) -> list[dict]:
+    """Run _decode_file over jobs (index, path, part, opts) with a progress bar. A worker that
+    dies (a decoder crash) does not stop the run: the unfinished files are retried one per
+    fresh worker, and the one that kills its worker is reported as unreadable."""
+    results: dict[int, dict] = {}
+    bar = tqdm(total=len(jobs), unit="file", desc="decoding", dynamic_ncols=True)
+    if num_workers <= 0:
+        import torch
+        before = _one_torch_thread()
+        try:
+            for job in jobs:
+                results[job[0]] = _decode_file(*job)
+                bar.update()
+        finally:
+            torch.set_num_threads(before)
+    else:
+        try:
+            with _pool(num_workers) as ex:
+                futures = [ex.submit(_decode_file, *job) for job in jobs]
+                for fut in as_completed(futures):
+                    rec = fut.result()
+                    results[rec["index"]] = rec
+                    bar.update()
+        except BrokenProcessPool:
+            for job in (j for j in jobs if j[0] not in results):
+                try:
+                    with _pool(1) as ex:
+                        results[job[0]] = ex.submit(_decode_file, *job).result()
+                except BrokenProcessPool:
+                    results[job[0]] = {"index": job[0], "kept": False, "reason": "unreadable",
+                                       "detail": "the decoder crashed on this file"}
+                bar.update()
+    bar.close()
+    return [results[j[0]] for j in jobs]
+
+
+def _write_samples(path: Path, parts: list[tuple[Path, int]]) -> int:
+    """Concatenate raw int16 parts into one .npy array; returns its length."""
+    total = sum(n for _, n in parts)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype="<i2", shape=(total,))
+    offset = 0
+    for part, n in parts:
+        for a in range(0, n, _BLOCK):
+            count = min(_BLOCK, n - a)
+            out[offset + a:offset + a + count] = np.fromfile(part, dtype="<i2", count=count,
+                                                             offset=2 * a)
+        offset += n
+        part.unlink()
+    out.flush()
+    return total
+
+
+def _split_counts(n: int, opts: dict) -> tuple[int, int]:
+    """(n_valid, n_test) out of n items: rounded fractions, at least 1 for a fraction > 0,
+    always leaving at least one item for training."""
+    counts = [max(1, round(f * n)) if f > 0 else 0
+              for f in (opts["valid_fraction"], opts["test_fraction"])]
+    while sum(counts) > n - 1 and max(counts) > 1:
+        counts[counts.index(max(counts))] -= 1
+    return counts[0], counts[1]
+
+
+def _assign_splits(kept: list[dict], opts: dict) -> tuple[list[dict], str]:
+    """Manifest `files` entries (offset order) and the split mode, deterministic in the seed.
+
+    by_file: a seeded permutation of the files; the first n_valid go to valid, the next n_test
+    to test. time_blocks (too few files to give every split one): each file is cut into
+    contiguous blocks, about 1 / (smallest fraction) blocks in all, and the blocks are split
+    the same way; each block is its own entry with its "block" index.
+    """
+    sr = opts["sample_rate"]
+    n_splits = 1 + (opts["valid_fraction"] > 0) + (opts["test_fraction"] > 0)
+    items, offset = [], 0
+    for r in kept:
+        items.append({"source": r["source"], "sha256": r["sha256"], "offset": offset,
+                      "n_samples": r["n_samples"], "source_rate": r["source_rate"],
+                      "source_channels": r["source_channels"], "peak": r["peak"]})
+        offset += r["n_samples"]
+    mode = "by_file" if len(items) >= n_splits else "time_blocks"
+    if mode == "time_blocks":
+        fractions = [f for f in (opts["valid_fraction"], opts["test_fraction"]) if f > 0]
+        n_blocks = max(n_splits, round(1 / min(fractions)))
+        n_blocks = min(n_blocks, max(n_splits, offset // max(1, round(opts["min_seconds"] * sr))))
+        blocks = []
+        for it in items:
+            k = max(1, round(n_blocks * it["n_samples"] / offset))
+            edges = [round(i * it["n_samples"] / k) for i in range(k + 1)]
+            blocks += [{**it, "offset": it["offset"] + a, "n_samples": b - a, "block": i}
+                       for i, (a, b) in enumerate(zip(edges[:-1], edges[1:]))]
+        items = blocks
+    n_valid, n_test = _split_counts(len(items), opts)
+    order = np.random.default_rng(opts["seed"]).permutation(len(items))
+    for rank, i in enumerate(order):
+        items[i]["split"] = ("valid" if rank < n_valid else
+                             "test" if rank < n_valid + n_test else "train")
+        items[i]["seconds"] = round(items[i]["n_samples"] / sr, 6)
+    return items, mode
+
+
+def _split_totals(files: list[dict], sample_rate: int) -> dict:
+    totals = {}
+    for s in ("train", "valid", "test"):
+        n = sum(f["n_samples"] for f in files if f["split"] == s)
+        totals[s] = {"n_files": sum(f["split"] == s for f in files), "n_samples": n,
+                     "seconds": round(n / sample_rate, 6)}
+    return totals
+
+
+def _unchanged(manifest: dict, options: dict, found: list[tuple[str, Path]]) -> bool:
+    """True when the manifest was made with these data options from these exact inputs
+    (same relative paths and content; files whose size and mtime match are not re-hashed)."""
+    if any(manifest["options"].get(k) != options[k] for k in DATA_OPTIONS):
+        return False
+    old = {i["source"]: i for i in manifest.get("inputs", [])}
+    if set(old) != {rel for rel, _ in found}:
+        return False
+    for rel, path in found:
+        stat, before = path.stat(), old[rel]
+        if stat.st_size != before["bytes"]:
+            return False
+        if stat.st_mtime_ns != before["mtime_ns"] and _sha256(path) != before["sha256"]:
+            return False
+    return True
+
+
+def _print_summary(manifest: dict, report: dict, out_dir: Path) -> None:
+    o = manifest["options"]
+    print(f"prepared {out_dir} from {report['source']} in {report['elapsed_seconds']:.1f} s")
+    print(f"  kept {report['n_kept']} of {report['n_found']} files, "
+          f"{manifest['n_samples'] / manifest['sample_rate'] / 60:.2f} min at "
+          f"{manifest['sample_rate']} Hz, normalize={o['normalize']}")
+    unit = "blocks" if manifest["split_mode"] == "time_blocks" else "files"
+    parts = [f"{s} {v['n_files']} {unit} {v['seconds'] / 60:.2f} min"
+             for s, v in manifest["splits"].items()]
+    print(f"  split {manifest['split_mode']} (seed {o['seed']}): " + " | ".join(parts))
+    if report["n_skipped"]:
+        counts = ", ".join(f"{r} {n}" for r, n in report["counts"].items())
+        print(f"  skipped {report['n_skipped']}: {counts} (details in {out_dir / 'report.json'})")
+
+
+def _check_options(source: Path, opts: dict) -> None:
+    if not source.exists():
+        raise FileNotFoundError(f"source={source} does not exist; give a folder of audio files")
+    if opts["normalize"] not in NORMALIZE:
+        raise ValueError(f"normalize={opts['normalize']!r} is unknown; use one of {NORMALIZE}")
+    vf, tf = opts["valid_fraction"], opts["test_fraction"]
+    if not (0 <= vf < 1 and 0 <= tf < 1 and vf + tf < 1):
+        raise ValueError(f"valid_fraction={vf}, test_fraction={tf}: each must be in [0, 1) and "
+                         "their sum below 1, leaving files for training")
+    if opts["sample_rate"] <= 0 or opts["chunk_seconds"] <= 0 or opts["min_seconds"] < 0:
+        raise ValueError(f"sample_rate={opts['sample_rate']}, chunk_seconds={opts['chunk_seconds']}"
+                         f", min_seconds={opts['min_seconds']}: the first two must be positive, "
+                         "min_seconds >= 0")
+
+
+def prepare(source, out_dir, sample_rate: int = 16000, normalize: str = "none",
+            valid_fraction: float = 0.05, test_fraction: float = 0.05, seed: int = 0,
+            min_seconds: float = 0.5, overwrite: bool = False, num_workers: int | None = None,
+            chunk_seconds: float = 8.0, silence_db: float = -60.0) -> dict:
+    """Prepare every usable audio file under `source` into `out_dir`; returns the manifest.
+
+    num_workers: decoding processes (None = one per CPU core, 0 = decode in this process).
+    A re-run with the same inputs and data options returns the existing manifest untouched;
+    different ones need overwrite=True. Raises ValueError when no file is usable.
+    """
+    t0 = time.time()
+    source, out_dir = Path(source).resolve(), Path(out_dir).resolve()
+    opts = {"sample_rate": int(sample_rate), "normalize": str(normalize),
+            "valid_fraction": float(valid_fraction), "test_fraction": float(test_fraction),
+            "seed": int(seed), "min_seconds": float(min_seconds),
+            "chunk_seconds": float(chunk_seconds), "silence_db": float(silence_db)}
+    _check_options(source, opts)
+    found = _walk(source, exclude=out_dir)
+    manifest_path = out_dir / "manifest.json"
+    if manifest_path.exists():
+        old = json.loads(manifest_path.read_text())
+        if _unchanged(old, opts, found) and not overwrite:
+            print(f"{out_dir} is up to date with {source} (pass overwrite=true to rebuild)")
+            return old
+        if not overwrite:
+            raise FileExistsError(f"{out_dir} was prepared from other inputs or options; pass "
+                                  "overwrite=true to replace it, or choose another name=/out_dir=")
+    elif out_dir.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} exists and is not a prepared dataset (no manifest.json); "
+                              "refusing to write into it: choose another name=/out_dir=")
+    if not found:
+        raise ValueError(f"no files found under {source}; give a folder that holds audio files")
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.parent.glob(f".{out_dir.name}.partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)    # left by a killed run
+    tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+    tmp.mkdir()
+    try:
+        jobs = [(i, path, tmp / f"{i:07d}.i16", opts) for i, (_, path) in enumerate(found)]
+        workers = min(os.cpu_count() or 1, len(jobs)) if num_workers is None else num_workers
+        if num_workers is None and sum(p.stat().st_size for _, p in found) < SMALL_INPUT_BYTES:
+            workers = 0              # starting workers (importing torch) costs more than it saves
+        recs = _decode_all(jobs, workers)
+        for rec, (rel, _) in zip(recs, found):
+            rec["source"] = rel
+        kept = [r for r in recs if r["kept"]]
+        skipped = [r for r in recs if not r["kept"]]
+        counts = {reason: sum(r["reason"] == reason for r in skipped)
+                  for reason in dict.fromkeys(r["reason"] for r in skipped)}
+        if not kept:
+            examples = "; ".join(f"{r['source']} ({r['reason']}: {r['detail']})"
+                                 for r in skipped[:3])
+            raise ValueError(f"no usable audio in {source}: {len(found)} files, all skipped "
+                             f"({counts}); e.g. {examples}")
+        n_total = _write_samples(tmp / "samples.npy",
+                                 [(tmp / f"{r['index']:07d}.i16", r["n_samples"]) for r in kept])
+        files, split_mode = _assign_splits(kept, opts)
+        manifest = {
+            "version": MANIFEST_VERSION, "name": out_dir.name, "sample_rate": opts["sample_rate"],
+            "n_samples": n_total, "sample_format": "int16, wav = samples / 32768",
+            "split_mode": split_mode, "source_dir": str(source),
+            "options": {**opts, "num_workers": num_workers, "overwrite": overwrite},
+            "files": files, "splits": _split_totals(files, opts["sample_rate"]),
+            "inputs": [{k: r.get(k) for k in ("source", "bytes", "mtime_ns", "sha256")}
+                       for r in recs],
+        }
+        report = {"source": str(source), "out_dir": str(out_dir), "n_found": len(found),
+                  "n_kept": len(kept), "n_skipped": len(skipped), "counts": counts,
+                  "skipped": [{k: r.get(k) for k in ("source", "reason", "detail")}
+                              for r in skipped],
+                  "elapsed_seconds": round(time.time() - t0, 3)}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        (tmp / "report.json").write_text(json.dumps(report, indent=1))
+        old_dir = out_dir.parent / f".{out_dir.name}.partial-old-{os.getpid()}"
+        if out_dir.exists():
+            os.replace(out_dir, old_dir)
+        try:
+            os.replace(tmp, out_dir)
+        except BaseException:
+            if old_dir.exists():
+                os.replace(old_dir, out_dir)           # put the previous dataset back
+            raise
+        shutil.rmtree(old_dir, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _print_summary(manifest, report, out_dir)
+    return manifest
+
+
+def run(cfg) -> dict:
+    """Hydra entry (configs/prepare.yaml): relative paths resolve against the directory the
+    command was started in; out_dir defaults to data/<name>."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import get_original_cwd
+    from omegaconf import OmegaConf
+    base = Path(get_original_cwd()) if HydraConfig.initialized() else Path.cwd()
+    if OmegaConf.is_missing(cfg, "source"):
+        raise ValueError("say which folder to prepare: python datasets/prepare.py "
+                         "source=<folder> name=<name>")
+    if cfg.get("out_dir"):
+        out_dir = Path(cfg.out_dir)
+    elif not OmegaConf.is_missing(cfg, "name") and cfg.name:
+        out_dir = Path("data") / str(cfg.name)
+    else:
+        raise ValueError("say where to write: name=<name> (-> data/<name>) or out_dir=<folder>")
+    return prepare(base / Path(cfg.source).expanduser(), base / out_dir.expanduser(),
+                   sample_rate=cfg.sample_rate, normalize=cfg.normalize,
+                   valid_fraction=cfg.valid_fraction, test_fraction=cfg.test_fraction,
+                   seed=cfg.seed, min_seconds=cfg.min_seconds, overwrite=cfg.overwrite,
+                   num_workers=cfg.num_workers, chunk_seconds=cfg.chunk_seconds,
+                   silence_db=cfg.silence_db)
