@@ -17,7 +17,7 @@ $(STAMP): requirements.txt setup.py
 # The main job: build the built-in data, train the quick-start 3-tier model for a few
 # minutes on the CPU, evaluate, write samples, and print where everything is.
 train: install
-	WANDB_SILENT=true $(PY) scripts/train.py $(ARGS)
+	$(PY) scripts/train.py experiment=quickstart $(ARGS)
 
 # Headless Chromium for the report's browser test (Debian's package; needs root and apt).
 browser:

@@ -1,0 +1,100 @@
+"""The generate command: WAV files from a checkpoint, streamed to disk block by block.
+
+python scripts/generate.py checkpoint=<path> num_samples=4 seconds=10 temperature=[0.9,1.0]
+
+Each file is 16-bit PCM at the model's sample rate with a JSON sidecar saying
+how it was made. Memory stays constant however long the output; an
+interrupted run leaves no file under a final name.
+"""
+
+import contextlib
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, ListConfig
+from tqdm import tqdm
+
+from .audio import WavStreamWriter, read_audio
+from .checkpoint import load_checkpoint
+from .evaluate import pick_device
+from .quantize import dequantize, quantize
+from .sampler import Sampler
+
+
+def _temperatures(value) -> list[float]:
+    values = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
+    temps = [float(v) for v in values]
+    if not temps or any(t < 0 for t in temps):
+        raise ValueError(f"temperature={value}: give a number >= 0 or a list of them (0 = greedy)")
+    return temps
+
+
+def load_prime(path, seconds: float | None, sample_rate: int, q_type: str, q_levels: int):
+    """The first `seconds` of an audio file, decoded, resampled and quantized -> codes [1, P]."""
+    wav = read_audio(path, sample_rate)
+    if seconds is not None:
+        wav = wav[: int(round(seconds * sample_rate))]
+    return quantize(torch.from_numpy(wav), q_type, q_levels)[None]
+
+
+def _out_dir(cfg: DictConfig) -> Path:
+    if cfg.out_dir:
+        return Path(cfg.out_dir)
+    run_dir = Path(cfg.checkpoint).resolve().parent.parent
+    return run_dir / "generated" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def run(cfg: DictConfig) -> list[Path]:
+    """Generate as configured; returns the WAV paths written."""
+    if cfg.num_samples < 1 or cfg.seconds <= 0 or cfg.batch_size < 1:
+        raise ValueError(f"num_samples={cfg.num_samples}, seconds={cfg.seconds}, batch_size="
+                         f"{cfg.batch_size}: each must be positive")
+    temps = _temperatures(cfg.temperature)
+    device = pick_device(cfg.device)
+    model, info = load_checkpoint(cfg.checkpoint, device)
+    mc = model.config
+    rate = info.get("sample_rate") or 16000
+    prime = None
+    if cfg.prime:
+        prime = load_prime(cfg.prime, cfg.prime_seconds, rate, mc.q_type, mc.q_levels)
+    length = int(round(cfg.seconds * rate))
+    block = max(model.lookback, int(cfg.block_seconds * rate) // model.lookback * model.lookback)
+    out_dir = _out_dir(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for temp in temps:
+        bar = tqdm(total=length * cfg.num_samples, unit="sample", unit_scale=True,
+                   desc=f"temperature {temp:g}", dynamic_ncols=True)
+        for first in range(0, cfg.num_samples, cfg.batch_size):
+            n = min(cfg.batch_size, cfg.num_samples - first)
+            seed = cfg.seed + first
+            paths = [out_dir / f"t{temp:g}_{first + k:03d}.wav" for k in range(n)]
+            t0 = time.perf_counter()
+            with contextlib.ExitStack() as stack, torch.inference_mode():
+                writers = [stack.enter_context(WavStreamWriter(p, rate)) for p in paths]
+                sampler = Sampler(model, n, temp, seed=seed, prime=prime)
+                for codes in sampler.stream(length, block):
+                    wav = dequantize(codes.cpu(), mc.q_type, mc.q_levels).numpy()
+                    for writer, row in zip(writers, wav):
+                        writer.write(row)
+                    bar.update(codes.numel())
+                    speed = writers[0].n_samples / max(time.perf_counter() - t0, 1e-9)
+                    bar.set_postfix(realtime=f"{speed / rate:.2f}x", streams=n)
+            speed = length / max(time.perf_counter() - t0, 1e-9)
+            for k, path in enumerate(paths):
+                sidecar = {"checkpoint": str(cfg.checkpoint), "step": info["step"],
+                           "temperature": temp, "seed": seed, "index_in_batch": k,
+                           "prime": str(cfg.prime) if cfg.prime else None,
+                           "prime_seconds": cfg.prime_seconds if cfg.prime else None,
+                           "seconds": length / rate, "sample_rate": rate,
+                           "gen_samples_per_s": speed, "realtime_factor": speed / rate,
+                           "batch_size": n, "device": str(device)}
+                path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+            written += paths
+        bar.close()
+    print(f"{len(written)} files in {out_dir}")
+    return written
+

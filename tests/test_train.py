@@ -1,0 +1,119 @@
+"""The training job end to end on the CPU: outputs, exact resume, checkpoints, W&B."""
+
+import json
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+
+from samplernn import SampleRNN, SampleRNNConfig, load_checkpoint
+from samplernn.train import run
+
+from conftest import CONFIGS, compose_train
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def series(run_dir: Path, key: str) -> list[tuple[int, float]]:
+    return [(m["step"], m[key]) for m in metrics(run_dir) if key in m]
+
+
+@pytest.mark.parametrize("model", sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml")))
+def test_every_model_preset_composes_and_builds(model):
+    cfg = compose_train(f"model={model}")
+    config = SampleRNNConfig(**cfg.model)
+    assert cfg.train.seq_len % config.frame_sizes[-1] == 0
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml")))
+def test_every_experiment_composes(experiment):
+    cfg = compose_train(f"experiment={experiment}")
+    SampleRNNConfig(**cfg.model)
+    assert cfg.experiment_name
+
+
+def test_a_few_steps_end_to_end(train_cfg, tmp_path):
+    final = run(train_cfg(), run_dir=tmp_path)
+    assert final["step"] == 6
+    keys = {k for m in metrics(tmp_path) for k in m}
+    assert {"train/nll_bits", "valid/nll_bits", "test/nll_bits", "perf/samples_per_s",
+            "train/grad_norm", "perf/gen_samples_per_s"} <= keys
+    assert 0 < final["test/nll_bits"] < 9  # near log2(256) = 8 bits after 6 steps
+    for name in ("last.pt", "best.pt"):
+        assert (tmp_path / "checkpoints" / name).is_file()
+    assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob("*.partial"))
+    wavs = sorted((tmp_path / "samples").rglob("*.wav"))
+    assert [w.parent.name for w in wavs] == ["step_3", "step_6"]
+    info = sf.info(wavs[-1])
+    assert info.samplerate == 16000 and info.subtype == "PCM_16" and info.frames == 4000
+    sidecar = json.loads(wavs[-1].with_suffix(".json").read_text())
+    assert sidecar["step"] == 6 and sidecar["temperature"] == 1.0
+    assert (wavs[-1].parent / "sample_0_spectrogram.png").stat().st_size > 1000
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["tiers"] == 3
+    assert not (tmp_path / "wandb").exists()  # logger=none writes no W&B files
+
+
+def test_resume_after_a_kill_continues_the_same_trajectory(train_cfg, tmp_path, monkeypatch):
+    overrides = ("train.max_steps=10", "eval.every=4", "train.log_every=1", "eval.n_samples=0")
+    whole = tmp_path / "whole"
+    run(train_cfg(*overrides), run_dir=whole)
+
+    # the same run, killed at step 7 (after the step-4 checkpoint, before the next)
+    killed = tmp_path / "killed"
+    from samplernn import logger as logger_module
+    original = logger_module.RunLogger.log
+
+    def dying_log(self, values, step):
+        original(self, values, step)
+        if step == 7:
+            raise KeyboardInterrupt("killed")
+    monkeypatch.setattr(logger_module.RunLogger, "log", dying_log)
+    with pytest.raises(KeyboardInterrupt):
+        run(train_cfg(*overrides), run_dir=killed)
+    monkeypatch.setattr(logger_module.RunLogger, "log", original)
+    assert json.loads((killed / "summary.json").read_text())["status"] == "failed"
+    assert torch.load(killed / "checkpoints" / "last.pt", weights_only=True)["step"] == 4
+
+    run(train_cfg(*overrides, "resume=auto"), run_dir=killed)
+    assert series(killed, "train/nll_bits") == series(whole, "train/nll_bits")
+    assert series(killed, "valid/nll_bits") == series(whole, "valid/nll_bits")
+    assert series(killed, "test/nll_bits") == series(whole, "test/nll_bits")
+
+
+def test_checkpoint_rebuilds_an_identical_model(train_cfg, tmp_path):
+    cfg = train_cfg("train.max_steps=3", "eval.n_samples=0")
+    run(cfg, run_dir=tmp_path)
+    path = tmp_path / "checkpoints" / "last.pt"
+    raw = torch.load(path, weights_only=True)  # plain tensors and containers only
+    assert raw["model_config"]["frame_sizes"] == [2, 8]
+    assert raw["run_config"]["train"]["max_steps"] == 3
+    model, info = load_checkpoint(path)
+    assert info["step"] == 3 and info["sample_rate"] == 16000
+    twin = SampleRNN(SampleRNNConfig(**raw["model_config"]))
+    twin.load_state_dict(raw["model"])
+    codes = torch.randint(0, 256, (2, 8 + 64))
+    with torch.no_grad():
+        assert torch.equal(model(codes)[0], twin.eval()(codes)[0])
+
+
+def test_bad_inputs_are_clear_errors(train_cfg, tmp_path):
+    with pytest.raises(ValueError, match="multiple of the top frame size 8"):
+        run(train_cfg("train.seq_len=60"), run_dir=tmp_path / "a")
+    with pytest.raises(FileNotFoundError, match="prepare"):
+        run(train_cfg(f"dataset.path={tmp_path / 'missing'}"), run_dir=tmp_path / "b")
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        run(train_cfg(f"resume={tmp_path / 'nope.pt'}"), run_dir=tmp_path / "c")
+
+
+def test_wandb_offline_run_holds_audio(train_cfg, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run(train_cfg("logger=wandb", "train.max_steps=3"), run_dir=tmp_path)
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert list(runs[0].rglob("*.wav")), "no audio in the W&B run"
+    assert list(runs[0].rglob("*.png")), "no images in the W&B run"
+    assert (runs[0] / f"run-{runs[0].name.split('-')[-1]}.wandb").is_file()
