@@ -53,7 +53,7 @@ def run(cfg: DictConfig) -> list[Path]:
         raise ValueError(f"num_samples={cfg.num_samples}, seconds={cfg.seconds}, batch_size="
                          f"{cfg.batch_size}: each must be positive")
     temps = _temperatures(cfg.temperature)
-    device = pick_device(cfg.device)
+    device = pick_device(cfg.device, cfg.get("threads"))
     model, info = load_checkpoint(cfg.checkpoint, device)
     mc = model.config
     rate = info.get("sample_rate") or 16000

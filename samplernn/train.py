@@ -118,7 +118,7 @@ def run(cfg: DictConfig, run_dir=None) -> dict:
                          f"size {model_cfg.frame_sizes[-1]} (model.frame_sizes="
                          f"{model_cfg.frame_sizes})")
     torch.manual_seed(cfg.seed)
-    device = pick_device(cfg.device)
+    device = pick_device(cfg.device, cfg.get("threads"))
     dataset = open_dataset(cfg.dataset)
     model = SampleRNN(model_cfg).to(device)
     forward = torch.compile(model) if cfg.compile else model

@@ -1,0 +1,111 @@
+"""Speed and memory of training and generation, one JSON line per case.
+
+python scripts/benchmark.py model=three_tier model.dim=256 device=cpu batch_sizes=[1,16]
+
+Random weights and random codes: the cost of a step does not depend on what
+the model has learned. Peak memory is the CUDA allocator's peak on a GPU and
+the process's peak resident memory on the CPU.
+"""
+
+import json
+import platform
+import resource
+import time
+
+import torch
+from omegaconf import DictConfig
+
+from .evaluate import autocast, pick_device
+from .model import SampleRNN, SampleRNNConfig
+from .quantize import nll_bits
+from .sampler import Sampler
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def train_speed(model: SampleRNN, batch_size: int, seq_len: int, steps: int, warmup: int,
+                device: torch.device, precision: str) -> float:
+    """Training samples per second: forward, backward and an Adam step per chunk."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    codes = torch.randint(0, model.config.q_levels, (batch_size, model.lookback + seq_len),
+                          device=device)
+    hidden = None
+    for i in range(warmup + steps):
+        if i == warmup:
+            _sync(device)
+            start = time.perf_counter()
+        with autocast(device, precision):
+            logits, hidden = model(codes, hidden)
+        loss = nll_bits(logits, codes[:, model.lookback:])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_value_(model.parameters(), 1.0)
+        optimizer.step()
+        hidden = [h.detach() for h in hidden]
+    _sync(device)
+    return batch_size * seq_len * steps / (time.perf_counter() - start)
+
+
+def gen_speed(model: SampleRNN, batch_size: int, length: int, device: torch.device) -> float:
+    """Generated samples per second per stream, temperature 1, after a warm-up."""
+    with torch.inference_mode():
+        list(Sampler(model, batch_size, 1.0, seed=0).stream(model.lookback * 4))
+        sampler = Sampler(model, batch_size, 1.0, seed=1)
+        _sync(device)
+        start = time.perf_counter()
+        for _ in sampler.stream(length):
+            pass
+        _sync(device)
+    return length / (time.perf_counter() - start)
+
+
+def run(cfg: DictConfig) -> list[dict]:
+    device = pick_device(cfg.device, cfg.get("threads"))
+    torch.manual_seed(cfg.seed)
+    model_cfg = SampleRNNConfig(**cfg.model)
+    model = SampleRNN(model_cfg).to(device)
+    rows = []
+    for batch_size in cfg.batch_sizes:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        row = {"preset": cfg.get("preset") or _preset(), "frame_sizes": model_cfg.frame_sizes,
+               "dim": model_cfg.dim, "n_rnn": model_cfg.n_rnn, "tiers": model_cfg.n_tiers,
+               "n_parameters": model.n_parameters(), "device": device.type,
+               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+               else platform.processor() or platform.machine(),
+               "threads": torch.get_num_threads(), "batch_size": int(batch_size),
+               "precision": cfg.precision}
+        if cfg.train_steps > 0:
+            model.train()
+            row["train_samples_per_s"] = train_speed(model, batch_size, cfg.train_seq_len,
+                                                     cfg.train_steps, cfg.warmup_steps, device,
+                                                     cfg.precision)
+        model.eval()
+        length = max(model.lookback, int(cfg.gen_seconds * cfg.sample_rate) // model.lookback
+                     * model.lookback)
+        per_stream = gen_speed(model, batch_size, length, device)
+        row.update(gen_samples_per_s_per_stream=per_stream,
+                   gen_samples_per_s_total=per_stream * batch_size,
+                   gen_realtime_factor=per_stream / cfg.sample_rate,
+                   peak_memory_mb=_peak_mb(device), torch=torch.__version__)
+        print(json.dumps(row), flush=True)
+        if cfg.out:
+            with open(cfg.out, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        rows.append(row)
+    return rows
+
+
+def _preset() -> str:
+    from hydra.core.hydra_config import HydraConfig
+    return HydraConfig.get().runtime.choices.get("model", "custom") if HydraConfig.initialized() \
+        else "custom"

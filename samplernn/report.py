@@ -1,0 +1,574 @@
+"""Offline comparison of runs, read from their run directories only (no W&B).
+
+    python scripts/compare.py multirun/2024-05-01/12-00-00 runs/baseline out=report.html
+
+`collect_runs` reads each run directory (config.yaml, summary.json, metrics.jsonl,
+checkpoints/, samples/); `markdown_table` gives per-group tables (seeds of one
+preset/config aggregated as mean ± sample std); `write_report` writes one
+self-contained HTML page (images inline) and copies the audio it plays into
+`<out stem>_files/` beside it. Anything missing (a crashed run, no samples yet)
+is shown as missing; it never stops the report.
+"""
+
+import argparse
+import base64
+import html
+import json
+import math
+import os
+import re
+import shutil
+import statistics
+import urllib.parse
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+from .audio import AudioError, audio_info, read_audio
+from .plots import curves_png, spectrogram_png, waveform_png
+
+RUN_MARKERS = ("config.yaml", "metrics.jsonl", "summary.json")
+SEARCH_DEPTH = 3  # levels below a given path searched for run directories
+# Config keys that differ between seeds of one configuration; ignored when aggregating.
+_RUN_SPECIFIC = re.compile(r"(^|\.)(seed|run_dir|out_dir|output_dir|run_name|run_id|wandb_id)$")
+_RUN_SPECIFIC_PREFIXES = ("hydra.", "logger.")
+MISSING = "—"
+
+
+class ReportError(Exception):
+    """A bad path or an empty selection; the message says what to do."""
+
+
+@dataclass
+class Sample:
+    path: Path
+    step: int
+    index: int
+    meta: dict  # the sidecar JSON; {} when it is missing
+
+
+@dataclass
+class RunRecord:
+    """Everything the report knows about one run directory."""
+
+    path: Path
+    config: dict = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+    metrics: list[dict] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)  # sorted by (step, index)
+    checkpoints: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    hydra_choices: dict = field(default_factory=dict)  # .hydra/hydra.yaml runtime.choices, if any
+    log_has_traceback: bool = False
+    label: str = ""  # unique within a report, e.g. "three_tier seed=2"
+    where: str = ""  # the path relative to common_root(records)
+
+    def series(self, key: str) -> tuple[list[int], list[float], list[float]]:
+        """(steps, times_s, values) of every finite `key` in metrics.jsonl."""
+        rows = [m for m in self.metrics if _num(m.get(key)) is not None]
+        return ([_int(m.get("step")) or 0 for m in rows], [_num(m.get("time_s")) or 0.0 for m in rows],
+                [float(m[key]) for m in rows])
+
+    def _summary_or(self, key: str, fallback):
+        value = _num(self.summary.get(key))
+        return value if value is not None else fallback
+
+    @property
+    def group(self) -> str:
+        dataset = self.config.get("dataset") if isinstance(self.config.get("dataset"), dict) else {}
+        return str(self.config.get("group") or self.config.get("experiment_name")
+                   or dataset.get("name") or "ungrouped")
+
+    @property
+    def tiers(self) -> int | None:
+        frame_sizes = (self.config.get("model") or {}).get("frame_sizes")
+        return _int(self.summary.get("tiers")) or (len(frame_sizes) + 1 if frame_sizes else None)
+
+    @property
+    def preset(self) -> str:
+        preset = self.summary.get("preset") or self.hydra_choices.get("model")
+        return str(preset or (f"{self.tiers}_tier" if self.tiers else MISSING))
+
+    @property
+    def seed(self):
+        return self.config.get("seed")
+
+    @property
+    def status(self) -> str:
+        if self.summary.get("status"):
+            return str(self.summary["status"])
+        if self.log_has_traceback:
+            return "failed (no summary.json; traceback in train.log)"
+        return "incomplete (no summary.json)"
+
+    @property
+    def n_parameters(self) -> int | None:
+        return _int(self.summary.get("n_parameters"))
+
+    @property
+    def step(self) -> int | None:
+        steps = [s for s in (_int(m.get("step")) for m in self.metrics) if s is not None]
+        return _int(self.summary.get("step")) or (max(steps) if steps else None)
+
+    @property
+    def wall_time_s(self) -> float | None:
+        times = [t for t in (_num(m.get("time_s")) for m in self.metrics) if t is not None]
+        return self._summary_or("wall_time_s", max(times) if times else None)
+
+    @property
+    def test_nll_bits(self) -> float | None:
+        values = self.series("test/nll_bits")[2]
+        return self._summary_or("test_nll_bits", values[-1] if values else None)
+
+    @property
+    def best_valid_nll_bits(self) -> float | None:
+        values = self.series("valid/nll_bits")[2]
+        return self._summary_or("best_valid_nll_bits", min(values) if values else None)
+
+    @property
+    def train_samples_per_s(self) -> float | None:
+        return self._summary_or("train_samples_per_s", _mean(self.series("perf/samples_per_s")[2]))
+
+    @property
+    def gen_samples_per_s(self) -> float | None:
+        logged = self.series("perf/gen_samples_per_s")[2]
+        sidecars = [v for v in (_num(s.meta.get("gen_samples_per_s")) for s in self.samples) if v]
+        return self._summary_or("gen_samples_per_s", _mean(logged) or _mean(sidecars))
+
+
+def _num(value) -> float | None:
+    """A finite float, or None for anything else (missing, text, NaN, inf)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _int(value) -> int | None:
+    number = _num(value)
+    return int(number) if number is not None else None
+
+
+def _mean(values) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def _natural_key(path: Path):
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+
+
+def find_run_dirs(path) -> list[Path]:
+    """Run directories at `path` or up to SEARCH_DEPTH levels below it (e.g. a multirun dir)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ReportError(f"{path} is not a directory; give run directories or a Hydra multirun "
+                          "directory (multirun/<date>/<time>)")
+    if any((path / marker).is_file() for marker in RUN_MARKERS):
+        return [path]
+    found, frontier = [], [path]
+    for _ in range(SEARCH_DEPTH):
+        children = [c for d in frontier for c in d.iterdir() if c.is_dir() and not c.name.startswith(".")]
+        found += [c for c in children if any((c / m).is_file() for m in RUN_MARKERS)]
+        frontier = [c for c in children if c not in found]
+    return sorted(found, key=_natural_key)
+
+
+def read_run(path) -> RunRecord:
+    """Read one run directory; unreadable pieces become `problems`, never exceptions."""
+    record = RunRecord(path=Path(path))
+    path = record.path
+    for name, attr in (("config.yaml", "config"), ("summary.json", "summary")):
+        file = path / name
+        if not file.is_file():
+            record.problems.append(f"no {name}")
+            continue
+        try:
+            text = file.read_text()
+            loaded = yaml.safe_load(text) if name.endswith(".yaml") else json.loads(text)
+        except (OSError, ValueError, yaml.YAMLError) as err:
+            record.problems.append(f"{name} is unreadable ({type(err).__name__}: {err})")
+            continue
+        if isinstance(loaded, dict):
+            setattr(record, attr, loaded)
+        else:
+            record.problems.append(f"{name} does not hold a mapping")
+    metrics_file = path / "metrics.jsonl"
+    if metrics_file.is_file():
+        bad = 0
+        for line in metrics_file.read_text(errors="replace").splitlines():
+            try:
+                row = json.loads(line) if line.strip() else None
+            except ValueError:
+                row = None
+                bad += 1
+            if isinstance(row, dict):
+                record.metrics.append(row)
+        if bad:
+            record.problems.append(f"metrics.jsonl: {bad} line(s) are not JSON (skipped)")
+    else:
+        record.problems.append("no metrics.jsonl")
+    record.checkpoints = sorted(p.name for p in (path / "checkpoints").glob("*.pt"))
+    for wav in (path / "samples").glob("step_*/sample_*.wav"):
+        step, index = re.fullmatch(r"step_(\d+)", wav.parent.name), re.fullmatch(r"sample_(\d+)", wav.stem)
+        if not (step and index):
+            continue
+        sidecar, meta = wav.with_suffix(".json"), {}
+        try:
+            meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+        except (OSError, ValueError):
+            record.problems.append(f"{sidecar.relative_to(path)} is not JSON")
+        record.samples.append(Sample(wav, int(step.group(1)), int(index.group(1)), meta))
+    record.samples.sort(key=lambda s: (s.step, s.index))
+    try:  # Hydra's own record of the run: which config-group options (presets) were chosen
+        hydra_yaml = yaml.safe_load((path / ".hydra" / "hydra.yaml").read_text())
+        record.hydra_choices = dict(hydra_yaml["hydra"]["runtime"]["choices"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        pass
+    log = path / "train.log"
+    record.log_has_traceback = (log.is_file()
+                                and "Traceback (most recent call last)" in log.read_text(errors="replace"))
+    return record
+
+
+def collect_runs(paths) -> list[RunRecord]:
+    """Every run directory under `paths` (run dirs and/or multirun dirs), labelled uniquely."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    dirs = []
+    for path in paths:
+        found = find_run_dirs(path)
+        if not found:
+            raise ReportError(f"{path} holds no run directory (none of {', '.join(RUN_MARKERS)} "
+                              f"within {SEARCH_DEPTH} levels); is the path right?")
+        dirs += [d for d in found if d.resolve() not in {x.resolve() for x in dirs}]
+    records = [read_run(d) for d in dirs]
+    records.sort(key=lambda r: (r.group, r.tiers or 0, r.preset, _natural_key(str(r.seed)),
+                                _natural_key(r.path)))
+    labels = Counter()
+    for r in records:
+        r.label = f"{r.preset} seed={r.seed}" if r.seed is not None else f"{r.preset} {r.path.name}"
+        labels[r.label] += 1
+    root = common_root(records)
+    for r in records:
+        if labels[r.label] > 1:
+            r.label += f" ({r.path.parent.name}/{r.path.name})"
+        r.where = str(r.path.resolve().relative_to(root))
+    return records
+
+
+def common_root(records: list[RunRecord]) -> Path:
+    """The deepest folder holding every run directory."""
+    return Path(os.path.commonpath([r.path.resolve().parent for r in records])) if records else Path(".")
+
+
+def flatten(config: dict, prefix: str = "") -> dict:
+    """{"model": {"dim": 8}} -> {"model.dim": 8}; lists stay values."""
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        flat.update(flatten(value, name + ".") if isinstance(value, dict) and value else {name: value})
+    return flat
+
+
+def config_differences(records: list[RunRecord]) -> dict[str, list]:
+    """Flattened config keys whose values are not all equal across `records` (missing counts),
+    mapped to one value per record (MISSING where absent). Keys under hydra.* are left out."""
+    flats = [flatten(r.config) for r in records]
+    keys = sorted({k for f in flats for k in f if not k.startswith("hydra.")})
+    diffs = {k: [f.get(k, MISSING) for f in flats] for k in keys}
+    return {k: v for k, v in diffs.items() if len({json.dumps(x, sort_keys=True, default=str) for x in v}) > 1}
+
+
+@dataclass
+class Row:
+    """Runs of one group that share preset and config up to the seed."""
+
+    preset: str
+    tiers: int | None
+    variant: str
+    runs: list[RunRecord]
+
+    def stat(self, attr: str) -> tuple[float | None, float | None, int]:
+        """(mean, sample std or None when n < 2, n) of a RunRecord attribute over the runs that have it."""
+        values = [v for v in (getattr(r, attr) for r in self.runs) if v is not None]
+        if not values:
+            return None, None, 0
+        return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None, len(values)
+
+
+def _config_key(record: RunRecord) -> str:
+    flat = {k: v for k, v in flatten(record.config).items()
+            if not _RUN_SPECIFIC.search(k) and not k.startswith(_RUN_SPECIFIC_PREFIXES)}
+    return json.dumps(flat, sort_keys=True, default=str)
+
+
+def group_rows(records: list[RunRecord]) -> dict[str, list[Row]]:
+    """{group: rows}; a row aggregates the seeds of one preset/config."""
+    groups: dict[str, dict[tuple, list[RunRecord]]] = {}
+    for r in records:
+        groups.setdefault(r.group, {}).setdefault((r.preset, r.tiers, _config_key(r)), []).append(r)
+    result = {}
+    for group, buckets in sorted(groups.items()):
+        rows = []
+        for (preset, tiers, _), runs in buckets.items():
+            twins = [rs[0] for (p, _, _), rs in buckets.items() if p == preset]
+            diffs = config_differences(twins) if len(twins) > 1 else {}
+            index = twins.index(runs[0])
+            variant = ", ".join(f"{k}={v[index]}" for k, v in diffs.items() if not _RUN_SPECIFIC.search(k))
+            rows.append(Row(preset, tiers, variant, runs))
+        result[group] = sorted(rows, key=lambda row: (row.tiers or 0, row.preset, row.variant))
+    return result
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return MISSING
+    if isinstance(value, int) or digits == 0:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"
+
+
+def _fmt_stat(row: Row, attr: str, digits: int = 3) -> str:
+    mean, std, n = row.stat(attr)
+    if n == 0:
+        return MISSING
+    spread = f" ± {std:.{digits}f}" if std is not None and digits else ""  # no spread for throughput
+    count = f"n={n}" if n == len(row.runs) else f"n={n} of {len(row.runs)}"
+    return f"{_fmt(mean, digits)}{spread} ({count})"
+
+
+def _fmt_params(row: Row) -> str:
+    values = sorted({r.n_parameters for r in row.runs if r.n_parameters is not None})
+    return " / ".join(f"{v:,}" for v in values) if values else MISSING
+
+
+def _delta(row: Row, rows: list[Row]) -> str:
+    best = min((m for m in (r.stat("test_nll_bits")[0] for r in rows) if m is not None), default=None)
+    mean = row.stat("test_nll_bits")[0]
+    if mean is None or best is None:
+        return MISSING
+    return "best" if mean == best else f"+{mean - best:.3f}"
+
+
+SUMMARY_COLUMNS = ("preset", "tiers", "params", "seeds", "test NLL (bits)", "Δ test vs best",
+                   "best valid NLL (bits)", "train samples/s", "gen samples/s", "wall time (s)")
+RUN_COLUMNS = ("run", "preset", "tiers", "seed", "status", "step", "test NLL (bits)",
+               "best valid NLL (bits)", "train samples/s", "gen samples/s", "samples", "directory")
+
+
+def summary_cells(row: Row, rows: list[Row]) -> list[str]:
+    preset = f"{row.preset} ({row.variant})" if row.variant else row.preset
+    return [preset, _fmt(row.tiers), _fmt_params(row), str(len(row.runs)), _fmt_stat(row, "test_nll_bits"),
+            _delta(row, rows), _fmt_stat(row, "best_valid_nll_bits"), _fmt_stat(row, "train_samples_per_s", 0),
+            _fmt_stat(row, "gen_samples_per_s", 0), _fmt_stat(row, "wall_time_s", 0)]
+
+
+def run_cells(r: RunRecord) -> list[str]:
+    samples = f"{len(r.samples)} (latest step {r.samples[-1].step})" if r.samples else "none yet"
+    return [r.label, r.preset, _fmt(r.tiers), MISSING if r.seed is None else str(r.seed),
+            r.status, _fmt(r.step), _fmt(r.test_nll_bits), _fmt(r.best_valid_nll_bits),
+            _fmt(r.train_samples_per_s, 0), _fmt(r.gen_samples_per_s, 0), samples, r.where]
+
+
+def _md(header, rows) -> str:
+    clean = lambda cell: str(cell).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(clean(c) for c in row) + " |" for row in rows])
+
+
+def markdown_table(records: list[RunRecord]) -> str:
+    """Per group: the seed-aggregated table (mean ± sample std, n) and the per-run table."""
+    parts = []
+    for group, rows in group_rows(records).items():
+        runs = [r for row in rows for r in row.runs]
+        parts += [f"## {group} ({len(runs)} runs under {common_root(runs)})", "",
+                  _md(SUMMARY_COLUMNS, [summary_cells(row, rows) for row in rows]), "",
+                  _md(RUN_COLUMNS, [run_cells(r) for r in runs]), ""]
+    return "\n".join(parts)
+
+
+CSS = """
+body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1320px;padding:0 16px;color:#222}
+h1{margin-bottom:4px} h2{border-bottom:2px solid #ccc;padding-bottom:4px;margin-top:36px}
+.meta,.note{color:#666} .problems{color:#a33;margin:4px 0}
+table{border-collapse:collapse;margin:8px 0 16px;font-size:13px} td,th{border:1px solid #ccc;padding:4px 8px}
+th{background:#f2f2f2;text-align:left} td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.best td{background:#e7f6e7;font-weight:600} td.diff{background:#fff3b0;font-weight:600} td.missing{color:#999}
+.curves img{max-width:49%;height:auto} .runcard{border:1px solid #ddd;border-radius:6px;padding:8px 12px;margin:12px 0}
+.samples{display:flex;flex-wrap:wrap;gap:12px} figure{margin:0;width:410px}
+figure img{width:100%;height:auto;display:block} audio{width:100%} figcaption{font-size:12px;color:#555}
+code{font-size:12px}
+"""
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img src="{_data_uri(png)}" alt="{html.escape(alt)}">'
+
+
+def _html_table(header, rows, cls: str, row_classes=None) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = []
+    for i, row in enumerate(rows):
+        tr_class = f' class="{row_classes[i]}"' if row_classes and row_classes[i] else ""
+        tds = "".join(f'<td class="{"num" if re.match(r"^[+]?[0-9.,]+( |$)", c) else ""}">{html.escape(c)}</td>'
+                      for c in row)
+        body.append(f"<tr{tr_class}>{tds}</tr>")
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def _curves_html(runs: list[RunRecord]) -> str:
+    by_step = [(r.label, s, v) for r in runs for s, _, v in [r.series("valid/nll_bits")]]
+    by_time = [(r.label, t, v) for r in runs for _, t, v in [r.series("valid/nll_bits")]]
+    minutes = max((max(t) for _, t, _ in by_time if t), default=0) > 600
+    if minutes:
+        by_time = [(label, [x / 60 for x in t], v) for label, t, v in by_time]
+    missing = [r.label for r, (_, s, _) in zip(runs, by_step) if not s]
+    note = (f'<p class="note">No valid/nll_bits logged for: {html.escape(", ".join(missing))}.</p>'
+            if missing else "")
+    families = [r.preset for r in runs]
+    return ('<div class="curves">'
+            + _img(curves_png(by_step, "step", title="valid NLL against step", families=families),
+                   "valid NLL against step")
+            + _img(curves_png(by_time, "wall-clock time (min)" if minutes else "wall-clock time (s)",
+                              title="valid NLL against wall-clock time", families=families),
+                   "valid NLL against time")
+            + "</div>" + note)
+
+
+def _diff_html(runs: list[RunRecord]) -> str:
+    diffs = config_differences(runs)
+    if len(runs) < 2 or not diffs:
+        text = "All run configs are identical." if len(runs) > 1 else "One run: nothing to compare."
+        return f'<p class="note">{text}</p>'
+    head = "<th>key</th>" + "".join(f"<th>{html.escape(r.label)}</th>" for r in runs)
+    body = []
+    for key, values in diffs.items():
+        texts = [v if v is MISSING else json.dumps(v, default=str) for v in values]
+        common = Counter(texts).most_common(1)[0][0]
+        cells = "".join(f'<td class="{"missing" if t is MISSING else "diff" if t != common else ""}">'
+                        f"{html.escape(str(t))}</td>" for t in texts)
+        body.append(f"<tr><td><code>{html.escape(key)}</code></td>{cells}</tr>")
+    return (f'<p class="note">Only keys that differ; highlighted: values that differ from the most common one.</p>'
+            f'<table class="configdiff"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>')
+
+
+def _sample_html(sample: Sample, record: RunRecord, files_dir: Path, run_index: int) -> str:
+    meta = ", ".join(f"{k}={sample.meta[k]}" for k in ("temperature", "seed", "seconds") if k in sample.meta)
+    caption = f"step {sample.step}, sample {sample.index}" + (f" ({meta})" if meta else "")
+    try:
+        sample_rate = audio_info(sample.path)["sample_rate"]
+        wav = read_audio(sample.path, sample_rate)
+    except (AudioError, OSError, ValueError, RuntimeError) as err:  # a bad file must not stop the report
+        return (f"<figure><figcaption>{html.escape(caption)}</figcaption>"
+                f'<p class="problems">{html.escape(str(err))}</p></figure>')
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", record.label).strip("_")
+    target = files_dir / f"{run_index:02d}_{slug}" / f"step_{sample.step}_sample_{sample.index}.wav"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(sample.path, target)
+    src = urllib.parse.quote("/".join(target.relative_to(files_dir.parent).parts))
+    return (f"<figure><figcaption>{html.escape(caption)}</figcaption>"
+            + _img(waveform_png(wav, sample_rate), f"waveform of {caption}")
+            + _img(spectrogram_png(wav, sample_rate), f"spectrogram of {caption}")
+            + f'<audio controls preload="metadata" src="{html.escape(src)}"></audio></figure>')
+
+
+def _run_card(record: RunRecord, files_dir: Path, run_index: int, samples_per_run: int) -> str:
+    parts = [f'<div class="runcard" id="run-{run_index}"><h4>{html.escape(record.label)} '
+             f'<span class="meta">— {html.escape(record.status)}, <code>{html.escape(record.where)}</code>, '
+             f'checkpoints: {html.escape(", ".join(record.checkpoints) or "none")}</span></h4>']
+    parts += [f'<p class="problems">{html.escape(p)}</p>' for p in record.problems]
+    if not record.samples:
+        parts.append('<p class="note">No samples yet.</p>')
+    else:
+        last_step = record.samples[-1].step
+        shown = [s for s in record.samples if s.step == last_step][:samples_per_run]
+        parts.append('<div class="samples">'
+                     + "".join(_sample_html(s, record, files_dir, run_index) for s in shown) + "</div>")
+    return "".join(parts) + "</div>"
+
+
+def render_html(records: list[RunRecord], files_dir: Path, samples_per_run: int = 3,
+                title: str = "SampleRNN run comparison") -> str:
+    """The whole page; copies the sample WAVs it plays into `files_dir` as a side effect."""
+    groups = group_rows(records)
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+             f'<p class="meta">{len(records)} runs in {len(groups)} group(s) under '
+             f"<code>{html.escape(str(common_root(records)))}</code>; generated {datetime.now():%Y-%m-%d %H:%M}. "
+             "NLL in bits per audio sample; spread is the sample std over seeds.</p>"]
+    run_index = 0
+    for group, rows in groups.items():
+        runs = [r for row in rows for r in row.runs]
+        best = _delta_best_classes(rows)
+        parts += [f"<section class='group'><h2>{html.escape(group)}</h2><h3>Summary over seeds</h3>",
+                  _html_table(SUMMARY_COLUMNS, [summary_cells(row, rows) for row in rows], "summary", best),
+                  '<p class="note">Lower NLL is better. Δ: a row\'s mean test NLL minus the best row\'s. '
+                  "Throughput and wall time are means over seeds.</p>",
+                  "<h3>Runs</h3>", _html_table(RUN_COLUMNS, [run_cells(r) for r in runs], "runs"),
+                  "<h3>Learning curves</h3>", _curves_html(runs),
+                  "<h3>Config differences</h3>", _diff_html(runs), "<h3>Samples</h3>"]
+        for r in runs:
+            parts.append(_run_card(r, files_dir, run_index, samples_per_run))
+            run_index += 1
+        parts.append("</section>")
+    return "".join(parts) + "</body></html>\n"
+
+
+def _delta_best_classes(rows: list[Row]) -> list[str]:
+    return ["best" if _delta(row, rows) == "best" else "" for row in rows]
+
+
+def write_report(paths, out="report.html", samples_per_run: int = 3) -> Path:
+    """Write the HTML report for the runs under `paths`; audio goes to `<out stem>_files/`."""
+    return _write_page(collect_runs(paths), out, samples_per_run)
+
+
+def _write_page(records: list[RunRecord], out, samples_per_run: int) -> Path:
+    out = Path(out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise ReportError(f"out={out} should end in .html, e.g. out=report.html")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    files_dir = out.parent / f"{out.stem}_files"
+    page = render_html(records, files_dir, samples_per_run)
+    partial = out.with_name(out.name + ".partial")
+    partial.write_text(page, encoding="utf-8")
+    partial.replace(out)
+    return out
+
+
+def run(argv=None) -> int:
+    """Command line: print the Markdown tables, write the HTML report. Returns the exit status."""
+    parser = argparse.ArgumentParser(prog="compare.py", description=(
+        "Compare SampleRNN runs from their run directories (no W&B needed)."))
+    parser.add_argument("paths", nargs="+", help="run directories and/or Hydra multirun directories")
+    parser.add_argument("--out", help="HTML file to write (default report.html); `out=FILE` works too")
+    parser.add_argument("--samples-per-run", type=int, default=3, help="samples shown per run (default 3)")
+    args = parser.parse_args(argv)
+    paths = [p for p in args.paths if not (p.startswith("out=") and not Path(p).exists())]
+    outs = [p[4:] for p in args.paths if p not in paths]
+    if len(outs) > 1 or (outs and args.out):
+        parser.error("give the output file once (out=FILE or --out FILE)")
+    if not paths:
+        parser.error("give at least one run directory or multirun directory")
+    out = args.out or (outs[0] if outs else "report.html")
+    try:
+        records = collect_runs(paths)
+        print(markdown_table(records))
+        written = _write_page(records, out, args.samples_per_run)
+    except ReportError as err:
+        print(f"compare.py: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB) and its audio in "
+          f"{written.parent / (written.stem + '_files')}/", file=sys.stderr)
+    return 0
+
+
+def main() -> None:
+    sys.exit(run(sys.argv[1:]))

@@ -1,0 +1,15 @@
+"""Training and generation speed: python scripts/benchmark.py model=three_tier model.dim=256"""
+
+import hydra
+from omegaconf import DictConfig
+
+import samplernn.benchmark
+
+
+@hydra.main(config_path="../configs", config_name="benchmark", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    samplernn.benchmark.run(cfg)
+
+
+if __name__ == "__main__":
+    main()
