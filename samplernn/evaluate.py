@@ -44,13 +44,20 @@ def autocast(device: torch.device, precision: str):
 @torch.no_grad()
 def evaluate_nll(model: SampleRNN, dataset: PreparedDataset, split: str, batch_size: int,
                  seq_len: int, device: torch.device, precision: str = "fp32") -> dict:
-    """-> {"nll_bits": bits per sample over the whole split, "n_samples": samples counted}."""
+    """-> {"nll_bits": bits per sample over the whole split, "n_samples": samples counted}.
+
+    The result does not depend on batch_size or seq_len (state is carried through each
+    file), only the speed does: long chunks mean fewer, larger calls.
+    """
     cfg = model.config
     was_training = model.training
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
     hidden = None
+    # a row walks whole files: more rows than files would only compute padding
+    batch_size = max(1, min(batch_size, len(dataset.files(split))))
+    seq_len = max(model.lookback, seq_len // model.lookback * model.lookback)
     loader = eval_loader(dataset, split, batch_size, seq_len, model.lookback, cfg.q_type,
                          cfg.q_levels)
     for batch in loader:
@@ -71,7 +78,7 @@ def run(cfg: DictConfig) -> dict:
     run_cfg = info["run_config"]
     path = cfg.dataset.path or run_cfg["dataset"]["path"]
     dataset = PreparedDataset(path)
-    seq_len = cfg.seq_len or run_cfg["train"]["seq_len"]
+    seq_len = cfg.seq_len or run_cfg["eval"]["seq_len"]
     result = evaluate_nll(model, dataset, cfg.split, cfg.batch_size, seq_len, device,
                           cfg.precision)
     result.update(split=cfg.split, dataset=str(path), checkpoint=str(cfg.checkpoint),

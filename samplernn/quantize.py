@@ -61,7 +61,9 @@ def nll_bits(logits: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor | Non
     logits [..., q_levels], codes [...] (the targets), mask [...] bool (True = counted).
     reduction "mean" -> scalar bits per counted sample; "sum" -> scalar total bits.
     """
-    nats = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), codes.reshape(-1),
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()  # the loss itself always in full precision
+    nats = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), codes.reshape(-1),
                            reduction="none")
     if mask is not None:
         nats = nats * mask.reshape(-1).to(nats.dtype)

@@ -175,7 +175,7 @@ def run(cfg: DictConfig, run_dir=None) -> dict:
 
     def validate():
         nonlocal best
-        result = evaluate_nll(model, dataset, e_cfg.split, e_cfg.batch_size, t_cfg.seq_len,
+        result = evaluate_nll(model, dataset, e_cfg.split, e_cfg.batch_size, e_cfg.seq_len,
                               device, cfg.precision)
         valid = result["nll_bits"]
         logger.log({f"{e_cfg.split}/nll_bits": valid, "time_s": time.time() - start}, step)
@@ -239,7 +239,7 @@ def run(cfg: DictConfig, run_dir=None) -> dict:
         if e_cfg.test and dataset.files("test"):
             best_state = read_checkpoint(run_dir / "checkpoints" / "best.pt", device)
             model.load_state_dict(best_state["model"])
-            test = evaluate_nll(model, dataset, "test", e_cfg.batch_size, t_cfg.seq_len, device,
+            test = evaluate_nll(model, dataset, "test", e_cfg.batch_size, e_cfg.seq_len, device,
                                 cfg.precision)["nll_bits"]
             logger.log({"test/nll_bits": test, "time_s": time.time() - start}, step)
             final["test/nll_bits"] = test

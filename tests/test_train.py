@@ -117,3 +117,16 @@ def test_wandb_offline_run_holds_audio(train_cfg, tmp_path, monkeypatch):
     assert list(runs[0].rglob("*.wav")), "no audio in the W&B run"
     assert list(runs[0].rglob("*.png")), "no images in the W&B run"
     assert (runs[0] / f"run-{runs[0].name.split('-')[-1]}.wandb").is_file()
+
+
+def test_exact_nll_does_not_depend_on_batching(tiny_dataset):
+    from samplernn.data import PreparedDataset
+    from samplernn.evaluate import evaluate_nll
+    torch.manual_seed(0)
+    model = SampleRNN(SampleRNNConfig(frame_sizes=[2, 8], dim=16, emb_dim=8)).double()
+    dataset = PreparedDataset(tiny_dataset)
+    cpu = torch.device("cpu")
+    a = evaluate_nll(model, dataset, "valid", 1, 64, cpu)
+    b = evaluate_nll(model, dataset, "valid", 8, 4096, cpu)
+    assert a["n_samples"] == b["n_samples"] == dataset.n_samples("valid")
+    assert a["nll_bits"] == pytest.approx(b["nll_bits"], abs=1e-9)
