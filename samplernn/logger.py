@@ -42,6 +42,15 @@ class RunLogger:
     def run_id(self) -> str | None:
         return getattr(self.run, "id", None) if self.run is not None else None
 
+    def run_dir_wandb(self) -> Path | None:
+        """The offline run's folder (for `wandb sync`), or None when W&B is off or online."""
+        try:
+            if self.run is None or self.run.settings.mode != "offline":
+                return None
+            return Path(self.run.dir).parent
+        except Exception:  # noqa: BLE001 - only a hint for the user
+            return None
+
     def _off(self, error: Exception) -> None:
         log.warning("W&B is switched off for this run: %s", error)
         self.run = None

@@ -28,6 +28,10 @@ def _sigmoid(xp, x):
     return 0.5 * xp.tanh(0.5 * x) + 0.5
 
 
+def _relu_numpy(x):
+    return np.maximum(x, 0, out=x)
+
+
 class _Weights:
     """The model's effective weights as `xp` arrays, laid out for x @ W."""
 
@@ -125,13 +129,13 @@ class Sampler:
             d = h.shape[-1]
             if w.lstm:
                 g = gi + gh
-                c = _sigmoid(xp, g[:, d:2 * d]) * state[n + layer] + \
-                    _sigmoid(xp, g[:, :d]) * xp.tanh(g[:, 2 * d:3 * d])
-                h = _sigmoid(xp, g[:, 3 * d:]) * xp.tanh(c)
+                gates = _sigmoid(xp, g)  # i, f, (g), o: the cell input takes tanh instead
+                c = gates[:, d:2 * d] * state[n + layer] + gates[:, :d] * xp.tanh(g[:, 2 * d:3 * d])
+                h = gates[:, 3 * d:] * xp.tanh(c)
                 state[n + layer] = c
             else:
-                r = _sigmoid(xp, gi[:, :d] + gh[:, :d])
-                z = _sigmoid(xp, gi[:, d:2 * d] + gh[:, d:2 * d])
+                rz = _sigmoid(xp, gi[:, :2 * d] + gh[:, :2 * d])
+                r, z = rz[:, :d], rz[:, d:]
                 new = xp.tanh(gi[:, 2 * d:] + r * gh[:, 2 * d:])
                 h = new + z * (h - new)
             state[layer] = h
@@ -142,9 +146,7 @@ class Sampler:
         return out.reshape(out.shape[0], tier["ratio"], -1)
 
     def _noise_chunk(self, n_steps: int):
-        """Gumbel noise [n_steps, B, q] scaled for the temperature (None when greedy)."""
-        if self.temperature == 0:
-            return None
+        """Gumbel noise [n_steps, B, q] scaled by the temperature."""
         shape = (n_steps, self.batch_size, self.q_levels)
         if self.backend == "numpy":
             e = self.rng.standard_exponential(shape, dtype=np.float32)
@@ -154,12 +156,18 @@ class Sampler:
         g.exponential_(generator=self.gen).clamp_(min=torch.finfo(g.dtype).tiny).log_().neg_()
         return g * self.temperature
 
-    def _gumbel(self, step: int):
-        """Noise for absolute step `step`, drawn in fixed chunks so blocking never changes it."""
+    def _bias_and_noise(self, step: int):
+        """Output bias plus Gumbel noise for absolute step `step` ([B, q], or [q] if greedy).
+
+        Noise is drawn in fixed chunks, so how the output is blocked never changes it.
+        """
+        if self.temperature == 0:
+            return self.w.b_out
         if self._noise is None or not self._noise_at <= step < self._noise_at + len(self._noise):
             chunk = max(64, min(4096, (1 << 22) // (self.batch_size * self.q_levels)))
             self._noise_at = step - step % chunk
             self._noise = self._noise_chunk(chunk)
+            self._noise += self.w.b_out
         return self._noise[step - self._noise_at]
 
     def stream(self, length: int, block_size: int = 8192) -> Iterator[torch.Tensor]:
@@ -170,6 +178,7 @@ class Sampler:
         """
         w, lb = self.w, self.lookback
         tiers, fs0 = w.tiers, w.tiers[0]["frame_size"]
+        relu = _relu_numpy if self.backend == "numpy" else torch.relu_
         block_size = max(lb, block_size // lb * lb)
         done = 0
         while done < length:
@@ -196,12 +205,13 @@ class Sampler:
                     x = conds[0][:, j]
                     for i, lut in enumerate(w.luts):
                         x = x + lut[hist[p - fs0 + i]]
-                    x = x.clip(min=0)
+                    x = relu(x)
                     for w_h, b_h in w.hidden:
-                        x = (x @ w_h + b_h).clip(min=0)
-                    logits = x @ w.w_out + w.b_out
-                    if self.temperature:
-                        logits = logits + self._gumbel(self.steps + t + j)
+                        x = x @ w_h
+                        x += b_h
+                        x = relu(x)
+                    logits = x @ w.w_out
+                    logits += self._bias_and_noise(self.steps + t + j)
                     hist[p] = logits.argmax(-1)
             self.history = hist[n_frames:].copy() if self.backend == "numpy" else hist[n_frames:].clone()
             self.steps += n_frames

@@ -107,6 +107,25 @@ def _resume_path(cfg: DictConfig, run_dir: Path) -> Path | None:
     return path
 
 
+def _print_next_steps(run_dir: Path, final: dict, wandb_dir: Path | None) -> None:
+    lines = ["", "Done: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                       for k, v in final.items()),
+             f"  run directory  {run_dir}",
+             f"  metrics        {run_dir / 'metrics.jsonl'}",
+             f"  checkpoints    {run_dir / 'checkpoints'}/{{last,best}}.pt",
+             f"  samples        {run_dir / 'samples'}/step_<N>/*.wav (+ .json, .png)",
+             "Next:",
+             f"  generate more  python scripts/generate.py checkpoint={run_dir / 'checkpoints' / 'best.pt'} "
+             "num_samples=4 seconds=10",
+             f"  resume         python scripts/train.py <same overrides> hydra.run.dir={run_dir} "
+             "resume=auto train.max_steps=<more>",
+             f"  evaluate       python scripts/evaluate.py checkpoint={run_dir / 'checkpoints' / 'best.pt'}",
+             f"  compare runs   python scripts/compare.py {run_dir} <other run dirs>"]
+    if wandb_dir is not None:
+        lines.append(f"  sync to W&B    wandb sync {wandb_dir}")
+    print("\n".join(lines), flush=True)
+
+
 def run(cfg: DictConfig, run_dir=None) -> dict:
     """Train as configured; returns the final metrics (valid/test NLL in bits, steps)."""
     run_dir = _run_dir(cfg, run_dir)
@@ -248,6 +267,7 @@ def run(cfg: DictConfig, run_dir=None) -> dict:
         _write_json(run_dir / "summary.json", summary)
         logger.summary(final)
         exit_code = 0
+        _print_next_steps(run_dir, final, logger.run_dir_wandb())
         return final
     except BaseException:
         summary.update(status="failed", step=step)
