@@ -130,3 +130,27 @@ def test_exact_nll_does_not_depend_on_batching(tiny_dataset):
     b = evaluate_nll(model, dataset, "valid", 8, 4096, cpu)
     assert a["n_samples"] == b["n_samples"] == dataset.n_samples("valid")
     assert a["nll_bits"] == pytest.approx(b["nll_bits"], abs=1e-9)
+
+
+def test_multirun_sweep_of_tiers_shares_one_wandb_group(tiny_dataset, tmp_path):
+    """python scripts/train.py -m experiment=tiers: 2-, 3- and 4-tier runs in one group."""
+    import os
+    import subprocess
+    import sys
+    root = CONFIGS.parent
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, str(root / "scripts" / "train.py"), "-m", "experiment=tiers",
+           "debug=tiny", "logger.mode=offline", f"dataset.path={tiny_dataset}",
+           "dataset.builtin=false", "dataset.num_workers=0", "model.dim=16", "model.emb_dim=8",
+           "train.max_steps=2", "eval.every=2", "eval.n_samples=1", "eval.sample_seconds=0.05",
+           f"hydra.sweep.dir={sweep}"]
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summaries = [json.loads((sweep / str(i) / "summary.json").read_text()) for i in range(3)]
+    assert [(s["preset"], s["tiers"], s["status"]) for s in summaries] == [
+        ("two_tier", 2, "finished"), ("three_tier", 3, "finished"), ("four_tier", 4, "finished")]
+    groups = {s["group"] for s in summaries}
+    assert len(groups) == 1 and groups.pop().startswith("tiers-")
+    for i in range(3):
+        assert list((sweep / str(i) / "wandb").glob("offline-run-*"))
