@@ -1,0 +1,104 @@
+"""The generate and evaluate commands on a real (tiny) checkpoint."""
+
+import json
+
+import pytest
+import soundfile as sf
+from hydra import compose, initialize_config_dir
+
+import samplernn.evaluate
+import samplernn.generate
+from samplernn.audio import write_wav
+from samplernn.train import run as train
+
+from conftest import CONFIGS, compose_train
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_dataset, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    cfg = compose_train("debug=tiny", "logger=none", f"dataset.path={tiny_dataset}",
+                        "dataset.builtin=false", "dataset.num_workers=0", "eval.n_samples=0")
+    final = train(cfg, run_dir=run_dir)
+    return run_dir, final
+
+
+def compose_cfg(name: str, *overrides: str):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose(config_name=name, overrides=list(overrides))
+
+
+def test_evaluate_reproduces_the_training_test_nll(trained, tmp_path):
+    run_dir, final = trained
+    out = tmp_path / "eval.json"
+    cfg = compose_cfg("evaluate", f"checkpoint={run_dir / 'checkpoints' / 'best.pt'}",
+                      "split=test", f"out={out}", "seq_len=64", "batch_size=1")
+    result = samplernn.evaluate.run(cfg)
+    assert result["nll_bits"] == pytest.approx(final["test/nll_bits"], abs=1e-5)
+    assert json.loads(out.read_text())["n_samples"] == result["n_samples"] > 0
+    assert result["n_parameters"] > 0
+
+
+def test_generate_one_file_set_per_temperature(trained, tmp_path):
+    run_dir, _ = trained
+    cfg = compose_cfg("generate", f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}",
+                      "num_samples=3", "batch_size=2", "seconds=0.3", "temperature=[0.5,1.0]",
+                      f"out_dir={tmp_path}", "block_seconds=0.05")
+    paths = samplernn.generate.run(cfg)
+    names = sorted(p.name for p in paths)
+    assert names == [f"t{t}_{k:03d}.wav" for t in ("0.5", "1") for k in range(3)]
+    for path in paths:
+        info = sf.info(path)
+        assert (info.frames, info.samplerate, info.subtype) == (4800, 16000, "PCM_16")
+        sidecar = json.loads(path.with_suffix(".json").read_text())
+        assert sidecar["seconds"] == pytest.approx(0.3) and sidecar["step"] == 6
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_long_output_streams_to_disk_with_the_requested_length(trained, tmp_path):
+    run_dir, _ = trained
+    cfg = compose_cfg("generate", f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}",
+                      "num_samples=1", "seconds=2.0001", "block_seconds=0.1", f"out_dir={tmp_path}")
+    (path,) = samplernn.generate.run(cfg)
+    wav, rate = sf.read(path)
+    assert rate == 16000 and len(wav) == round(2.0001 * 16000)
+
+
+def test_priming_with_an_audio_file(trained, tmp_path):
+    import numpy as np
+    run_dir, _ = trained
+    prime = write_wav(tmp_path / "prime.wav", 0.3 * np.sin(np.arange(8000) / 5.0), 16000)
+    cfg = compose_cfg("generate", f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}",
+                      "num_samples=2", "seconds=0.1", f"prime={prime}", "prime_seconds=0.25",
+                      f"out_dir={tmp_path / 'out'}")
+    paths = samplernn.generate.run(cfg)
+    assert len(paths) == 2
+    assert json.loads(paths[0].with_suffix(".json").read_text())["prime"] == str(prime)
+
+
+def test_an_interrupted_generation_leaves_no_file(trained, tmp_path, monkeypatch):
+    run_dir, _ = trained
+    from samplernn import sampler
+
+    def broken_stream(self, length, block_size=8192):
+        yield from ()
+        raise KeyboardInterrupt
+    monkeypatch.setattr(sampler.Sampler, "stream", broken_stream)
+    cfg = compose_cfg("generate", f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}",
+                      "num_samples=2", "seconds=0.1", f"out_dir={tmp_path}")
+    with pytest.raises(KeyboardInterrupt):
+        samplernn.generate.run(cfg)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_checkpoint_and_temperature_are_clear(trained, tmp_path):
+    run_dir, _ = trained
+    bogus = tmp_path / "bogus.pt"
+    bogus.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a samplernn checkpoint|could not be read"):
+        samplernn.generate.run(compose_cfg("generate", f"checkpoint={bogus}"))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        samplernn.generate.run(compose_cfg("generate", f"checkpoint={tmp_path / 'none.pt'}"))
+    with pytest.raises(ValueError, match="temperature"):
+        samplernn.generate.run(compose_cfg(
+            "generate", f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}", "temperature=-1"))
