@@ -64,11 +64,12 @@ class RunLogger:
             self._off(error)
 
     def truncate_after(self, step: int) -> None:
-        """On resume: drop metric lines written after the checkpoint's step."""
+        """Drop metric lines written after `step` (0: a fresh start drops them all)."""
         if not self.metrics_path.exists():
             return
         lines = self.metrics_path.read_text().splitlines()
-        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step
+                and step > 0]
         tmp = self.metrics_path.with_suffix(".tmp")
         tmp.write_text("".join(line + "\n" for line in kept))
         os.replace(tmp, self.metrics_path)

@@ -96,6 +96,9 @@ def _clip(params, optim_cfg) -> float:
 
 def _resume_path(cfg: DictConfig, run_dir: Path) -> Path | None:
     if not cfg.resume:
+        if (run_dir / "checkpoints" / "last.pt").exists():
+            raise FileExistsError(f"{run_dir} already holds a run (checkpoints/last.pt); pass "
+                                  "resume=auto to continue it, or choose another hydra.run.dir")
         return None
     if cfg.resume == "auto":
         last = run_dir / "checkpoints" / "last.pt"
@@ -167,8 +170,7 @@ def run(cfg: DictConfig, run_dir=None) -> dict:
 
     logger = RunLogger(run_dir, run_config["logger"], run_config, group=group, tags=tags,
                        name=run_dir.name, run_id=wandb_id)
-    if resume_from is not None:
-        logger.truncate_after(step)
+    logger.truncate_after(step)  # lines a killed run wrote after its last checkpoint
     summary = {"preset": preset, "tiers": model_cfg.n_tiers, "n_parameters": model.n_parameters(),
                "sample_rate": dataset.sample_rate, "group": group, "status": "running",
                "step": step, "wandb_id": logger.run_id}

@@ -154,3 +154,11 @@ def test_multirun_sweep_of_tiers_shares_one_wandb_group(tiny_dataset, tmp_path):
     assert len(groups) == 1 and groups.pop().startswith("tiers-")
     for i in range(3):
         assert list((sweep / str(i) / "wandb").glob("offline-run-*"))
+
+
+def test_a_finished_run_directory_is_not_overwritten(train_cfg, tmp_path):
+    run(train_cfg("train.max_steps=2", "eval.n_samples=0"), run_dir=tmp_path)
+    before = (tmp_path / "metrics.jsonl").read_text()
+    with pytest.raises(FileExistsError, match="resume=auto"):
+        run(train_cfg("train.max_steps=2", "eval.n_samples=0"), run_dir=tmp_path)
+    assert (tmp_path / "metrics.jsonl").read_text() == before
