@@ -162,3 +162,9 @@ def test_a_finished_run_directory_is_not_overwritten(train_cfg, tmp_path):
     with pytest.raises(FileExistsError, match="resume=auto"):
         run(train_cfg("train.max_steps=2", "eval.n_samples=0"), run_dir=tmp_path)
     assert (tmp_path / "metrics.jsonl").read_text() == before
+
+
+def test_bf16_autocast_trains(train_cfg, tmp_path):
+    final = run(train_cfg("precision=bf16", "train.max_steps=2", "eval.n_samples=0"),
+                run_dir=tmp_path)
+    assert 0 < final["valid/nll_bits"] < 9
