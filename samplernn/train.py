@@ -132,6 +132,7 @@ def _print_next_steps(run_dir: Path, final: dict, wandb_dir: Path | None) -> Non
 def run(cfg: DictConfig, run_dir=None) -> dict:
     """Train as configured; returns the final metrics (valid/test NLL in bits, steps)."""
     run_dir = _run_dir(cfg, run_dir)
+    resume_from = _resume_path(cfg, run_dir)  # before anything is written there
     run_dir.mkdir(parents=True, exist_ok=True)
     _setup_logging(run_dir)
     model_cfg = SampleRNNConfig(**cfg.model)
@@ -155,7 +156,6 @@ def run(cfg: DictConfig, run_dir=None) -> dict:
     preset, group, tags = _identity(cfg, model_cfg.n_tiers)
 
     step, best, hidden, elapsed0, wandb_id = 0, math.inf, None, 0.0, None
-    resume_from = _resume_path(cfg, run_dir)
     if resume_from is not None:
         state = read_checkpoint(resume_from, device)
         model.load_state_dict(state["model"])

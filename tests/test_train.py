@@ -158,10 +158,10 @@ def test_multirun_sweep_of_tiers_shares_one_wandb_group(tiny_dataset, tmp_path):
 
 def test_a_finished_run_directory_is_not_overwritten(train_cfg, tmp_path):
     run(train_cfg("train.max_steps=2", "eval.n_samples=0"), run_dir=tmp_path)
-    before = (tmp_path / "metrics.jsonl").read_text()
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     with pytest.raises(FileExistsError, match="resume=auto"):
-        run(train_cfg("train.max_steps=2", "eval.n_samples=0"), run_dir=tmp_path)
-    assert (tmp_path / "metrics.jsonl").read_text() == before
+        run(train_cfg("train.max_steps=3", "eval.n_samples=0"), run_dir=tmp_path)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
 def test_bf16_autocast_trains(train_cfg, tmp_path):
