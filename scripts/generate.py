@@ -3,12 +3,12 @@
 import hydra
 from omegaconf import DictConfig
 
-import samplernn.generate
+import samplernn.generation
 
 
 @hydra.main(config_path="../configs", config_name="generate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    samplernn.generate.run(cfg)
+    samplernn.generation.run(cfg)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import soundfile as sf
 from hydra import compose, initialize_config_dir
 
 import samplernn.evaluate
-import samplernn.generate
+import samplernn.generation
 from samplernn.audio import write_wav
 from samplernn.train import run as train
 
@@ -44,7 +44,7 @@ def test_generate_one_file_set_per_temperature(trained, tmp_path):
     cfg = compose_cfg("generate", f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}",
                       "num_samples=3", "batch_size=2", "seconds=0.3", "temperature=[0.5,1.0]",
                       f"out_dir={tmp_path}", "block_seconds=0.05")
-    paths = samplernn.generate.run(cfg)
+    paths = samplernn.generation.run(cfg)
     names = sorted(p.name for p in paths)
     assert names == [f"t{t}_{k:03d}.wav" for t in ("0.5", "1") for k in range(3)]
     for path in paths:
@@ -59,7 +59,7 @@ def test_long_output_streams_to_disk_with_the_requested_length(trained, tmp_path
     run_dir, _ = trained
     cfg = compose_cfg("generate", f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}",
                       "num_samples=1", "seconds=2.0001", "block_seconds=0.1", f"out_dir={tmp_path}")
-    (path,) = samplernn.generate.run(cfg)
+    (path,) = samplernn.generation.run(cfg)
     wav, rate = sf.read(path)
     assert rate == 16000 and len(wav) == round(2.0001 * 16000)
 
@@ -71,7 +71,7 @@ def test_priming_with_an_audio_file(trained, tmp_path):
     cfg = compose_cfg("generate", f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}",
                       "num_samples=2", "seconds=0.1", f"prime={prime}", "prime_seconds=0.25",
                       f"out_dir={tmp_path / 'out'}")
-    paths = samplernn.generate.run(cfg)
+    paths = samplernn.generation.run(cfg)
     assert len(paths) == 2
     assert json.loads(paths[0].with_suffix(".json").read_text())["prime"] == str(prime)
 
@@ -87,7 +87,7 @@ def test_an_interrupted_generation_leaves_no_file(trained, tmp_path, monkeypatch
     cfg = compose_cfg("generate", f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}",
                       "num_samples=2", "seconds=0.1", f"out_dir={tmp_path}")
     with pytest.raises(KeyboardInterrupt):
-        samplernn.generate.run(cfg)
+        samplernn.generation.run(cfg)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -96,9 +96,9 @@ def test_bad_checkpoint_and_temperature_are_clear(trained, tmp_path):
     bogus = tmp_path / "bogus.pt"
     bogus.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a samplernn checkpoint|could not be read"):
-        samplernn.generate.run(compose_cfg("generate", f"checkpoint={bogus}"))
+        samplernn.generation.run(compose_cfg("generate", f"checkpoint={bogus}"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        samplernn.generate.run(compose_cfg("generate", f"checkpoint={tmp_path / 'none.pt'}"))
+        samplernn.generation.run(compose_cfg("generate", f"checkpoint={tmp_path / 'none.pt'}"))
     with pytest.raises(ValueError, match="temperature"):
-        samplernn.generate.run(compose_cfg(
+        samplernn.generation.run(compose_cfg(
             "generate", f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}", "temperature=-1"))

@@ -110,3 +110,9 @@ def test_bad_arguments_are_clear():
         generate(model, 1, 8, temperature=-1)
     with pytest.raises(ValueError, match="prime has 3 rows"):
         generate(model, 2, 8, prime=torch.zeros(3, 8, dtype=torch.long))
+
+
+def test_the_generate_function_is_not_shadowed_by_a_module():
+    import samplernn
+    import samplernn.generation  # noqa: F401 - the command module
+    assert callable(samplernn.generate) and samplernn.generate is generate

@@ -1,4 +1,4 @@
-"""The generate command: WAV files from a checkpoint, streamed to disk block by block.
+"""The generate command (scripts/generate.py): WAV files from a checkpoint, streamed to disk block by block.
 
 python scripts/generate.py checkpoint=<path> num_samples=4 seconds=10 temperature=[0.9,1.0]
 
