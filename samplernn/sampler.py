@@ -10,7 +10,8 @@ code runs on torch tensors with all state in preallocated device tensors.
 
 The model's weights are read once (weight norm folded in), the first layer of
 the sample-level MLP becomes one lookup table per input position (embedding x
-weights), and sampling is Gumbel-max with noise drawn a block at a time.
+weights) whose rows each new code adds once into the next steps' inputs, and
+sampling is Gumbel-max with noise drawn a block at a time.
 """
 
 import math
@@ -55,8 +56,9 @@ class _Weights:
             emb = mlp.embedding.weight                       # [q, emb]
             w1 = mlp.input.weight                            # [dim, fs0 * emb]
             e = emb.shape[1]
-            self.luts = [to_array((emb @ w1[:, j * e:(j + 1) * e].t()).contiguous())
-                         for j in range(mlp.frame_size)]     # fs0 x [q, dim]
+            luts = [emb @ w1[:, j * e:(j + 1) * e].t() for j in range(mlp.frame_size)]
+            # lut_rev[c, k]: what code c adds to the first layer k + 1 steps after it
+            self.lut_rev = to_array(torch.stack(luts[::-1], dim=1).contiguous())  # [q, fs0, dim]
             self.hidden = [(t(layer.weight), v(layer.bias)) for layer in mlp.hidden]
             self.w_out, self.b_out = t(mlp.output.weight), v(mlp.output.bias)
             levels = torch.arange(cfg.q_levels, device=emb.device)
@@ -93,6 +95,15 @@ class Sampler:
         self.history = to_array(history.t().contiguous())    # [lookback, B] time-major
         self.state = [[to_array(h[i].contiguous()) for i in range(h.shape[0])] for h in hidden]
         self.steps, self._noise, self._noise_at = 0, None, 0
+        # acc[:, r]: the sample-level first layer's input from past codes for step r of the
+        # current bottom frame and the next one (rows 0 .. 2 * fs0 - 1)
+        fs0 = model.config.frame_sizes[0]
+        lut = self.w.lut_rev
+        shape = (batch_size, 2 * fs0, lut.shape[-1])
+        self.acc = np.zeros(shape, lut.dtype) if self.backend == "numpy" else \
+            torch.zeros(shape, dtype=lut.dtype, device=lut.device)
+        for i in range(fs0):  # the last fs0 codes before the start feed its first steps
+            self.acc[:, :i + 1] += lut[self.history[self.lookback - fs0 + i]][:, fs0 - 1 - i:]
 
     def _start(self, prime):
         """Silence (and the prime, run through forward to warm every tier) -> (codes, hidden)."""
@@ -200,19 +211,21 @@ class Sampler:
                     if k + 1 < len(tiers):
                         above = conds[k + 1][:, (t % tiers[k + 1]["frame_size"]) // f]
                     conds[k] = self._tier_step(k, w.deq[hist[pos - f:pos]].T, above)
+                acc = self.acc
                 for j in range(fs0):
                     p = pos + j
-                    x = conds[0][:, j]
-                    for i, lut in enumerate(w.luts):
-                        x = x + lut[hist[p - fs0 + i]]
-                    x = relu(x)
+                    x = relu(acc[:, j] + conds[0][:, j])
                     for w_h, b_h in w.hidden:
                         x = x @ w_h
                         x += b_h
                         x = relu(x)
                     logits = x @ w.w_out
                     logits += self._bias_and_noise(self.steps + t + j)
-                    hist[p] = logits.argmax(-1)
+                    code = logits.argmax(-1)
+                    hist[p] = code
+                    acc[:, j + 1:j + 1 + fs0] += w.lut_rev[code]
+                acc[:, :fs0] = acc[:, fs0:]
+                acc[:, fs0:] = 0
             self.history = hist[n_frames:].copy() if self.backend == "numpy" else hist[n_frames:].clone()
             self.steps += n_frames
             done += n
