@@ -102,3 +102,18 @@ def test_bad_checkpoint_and_temperature_are_clear(trained, tmp_path):
     with pytest.raises(ValueError, match="temperature"):
         samplernn.generation.run(compose_cfg(
             "generate", f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}", "temperature=-1"))
+
+
+def test_benchmark_prints_one_json_line_per_case(capsys):
+    import samplernn.benchmark
+    cfg = compose_cfg("benchmark", "model=tiny", "batch_sizes=[1,2]", "train_steps=1",
+                      "warmup_steps=0", "train_seq_len=64", "gen_seconds=0.01", "repeats=2")
+    rows = samplernn.benchmark.run(cfg)
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert lines == rows and [r["batch_size"] for r in rows] == [1, 2]
+    for row in rows:
+        for key in ("device", "batch_size", "train_samples_per_s", "gen_samples_per_s_per_stream",
+                    "gen_samples_per_s_total", "peak_memory_mb"):
+            assert row[key] is not None
+        assert row["gen_samples_per_s_total"] == pytest.approx(
+            row["gen_samples_per_s_per_stream"] * row["batch_size"])
