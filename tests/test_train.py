@@ -116,7 +116,12 @@ def test_wandb_offline_run_holds_audio(train_cfg, tmp_path, monkeypatch):
     assert len(runs) == 1
     assert list(runs[0].rglob("*.wav")), "no audio in the W&B run"
     assert list(runs[0].rglob("*.png")), "no images in the W&B run"
-    assert (runs[0] / f"run-{runs[0].name.split('-')[-1]}.wandb").is_file()
+    run_id = runs[0].name.split("-")[-1]
+    assert (runs[0] / f"run-{run_id}.wandb").is_file()
+    # resuming continues the same W&B run id
+    run(train_cfg("logger=wandb", "train.max_steps=5", "resume=auto"), run_dir=tmp_path)
+    ids = {r.name.split("-")[-1] for r in (tmp_path / "wandb").glob("offline-run-*")}
+    assert ids == {run_id}
 
 
 def test_exact_nll_does_not_depend_on_batching(tiny_dataset):
