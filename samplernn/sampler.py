@@ -167,19 +167,22 @@ class Sampler:
         g.exponential_(generator=self.gen).clamp_(min=torch.finfo(g.dtype).tiny).log_().neg_()
         return g * self.temperature
 
-    def _bias_and_noise(self, step: int):
-        """Output bias plus Gumbel noise for absolute step `step` ([B, q], or [q] if greedy).
+    def _bias_and_noise(self, step: int, n: int):
+        """Output bias plus Gumbel noise for the n steps from absolute step `step` -> [n, B, q].
 
-        Noise is drawn in fixed chunks, so how the output is blocked never changes it.
+        Noise is drawn in fixed chunks (a multiple of the top frame size, so a frame never
+        straddles two), so how the output is blocked never changes it.
         """
         if self.temperature == 0:
-            return self.w.b_out
+            b = self.w.b_out
+            return np.broadcast_to(b, (n, len(b))) if self.backend == "numpy" else b.expand(n, -1)
         if self._noise is None or not self._noise_at <= step < self._noise_at + len(self._noise):
             chunk = max(64, min(4096, (1 << 22) // (self.batch_size * self.q_levels)))
+            chunk = max(self.lookback, chunk // self.lookback * self.lookback)
             self._noise_at = step - step % chunk
             self._noise = self._noise_chunk(chunk)
             self._noise += self.w.b_out
-        return self._noise[step - self._noise_at]
+        return self._noise[step - self._noise_at:step - self._noise_at + n]
 
     def stream(self, length: int, block_size: int = 8192) -> Iterator[torch.Tensor]:
         """Yield LongTensor blocks [B, n] of new codes until `length` codes per stream.
@@ -212,15 +215,17 @@ class Sampler:
                         above = conds[k + 1][:, (t % tiers[k + 1]["frame_size"]) // f]
                     conds[k] = self._tier_step(k, w.deq[hist[pos - f:pos]].T, above)
                 acc = self.acc
+                acc[:, :fs0] += conds[0]                  # [B, fs0, dim]: this frame's inputs
+                noise = self._bias_and_noise(self.steps + t, fs0)
                 for j in range(fs0):
                     p = pos + j
-                    x = relu(acc[:, j] + conds[0][:, j])
+                    x = relu(acc[:, j])                   # row j is used once: in place
                     for w_h, b_h in w.hidden:
                         x = x @ w_h
                         x += b_h
                         x = relu(x)
                     logits = x @ w.w_out
-                    logits += self._bias_and_noise(self.steps + t + j)
+                    logits += noise[j]
                     code = logits.argmax(-1)
                     hist[p] = code
                     acc[:, j + 1:j + 1 + fs0] += w.lut_rev[code]
