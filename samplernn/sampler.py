@@ -83,7 +83,10 @@ class Sampler:
             raise ValueError(f"backend={self.backend!r}; use 'numpy' or 'torch'")
         self.xp = np if self.backend == "numpy" else torch
         self.device, self.dtype = device, next(model.parameters()).dtype
-        to_array = (lambda x: x.detach().cpu().numpy()) if self.backend == "numpy" else (lambda x: x.detach())
+        if self.backend == "numpy":
+            def to_array(x): return x.detach().cpu().numpy()
+        else:
+            def to_array(x): return x.detach()
         self.model, self.batch_size = model, batch_size
         self.temperature, self.lookback = float(temperature), model.lookback
         self.q_levels = model.config.q_levels
