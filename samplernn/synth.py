@@ -1,8 +1,8 @@
 """The built-in default dataset: deterministic plucked-string music, made on the spot.
 
 The project ships no audio, yet `make train` must work offline. `build_default_dataset`
-synthesises short pieces (Karplus-Strong plucked strings: a melody over a scale, strummed
-chords, varied key, tempo, loudness and brightness) into a temporary folder and prepares them
+synthesises short pieces (Karplus-Strong plucked strings: a legato melody over a scale,
+varied key, tempo, loudness and brightness) into a temporary folder and prepares them
 through `samplernn.prepare.prepare`, the same path as user data.
 """
 
@@ -34,63 +34,61 @@ def pluck(freq_hz: float, seconds: float, sample_rate: int, rng: np.random.Gener
     Loop: y[n] = g * (c0 y[n-p] + c1 y[n-p-1] + c2 y[n-p-2]) with the 3-tap lowpass
     ((1-w)/2, 1/2, w/2) whose delay 0.5 + w tunes the loop to the exact period; computed one
     period at a time (each period only reads earlier ones). brightness in [0, 1] shapes the
-    excitation; t60_seconds is the time to decay by 60 dB.
+    excitation; t60_seconds is the time for the fundamental to decay by 60 dB (higher
+    harmonics die faster; high notes cannot ring longer than the loop lowpass allows).
     """
     period = sample_rate / freq_hz
     p = max(2, int(math.floor(period - 0.5)))
     w = min(max(period - 0.5 - p, 0.0), 1.0)
     c0, c1, c2 = (1 - w) / 2, 0.5, w / 2
-    g = 10.0 ** (-3.0 / (t60_seconds * freq_hz))
+    omega = 2 * math.pi * freq_hz / sample_rate              # the loop lowpass also damps the
+    loss = abs(c0 + c1 * np.exp(-1j * omega) + c2 * np.exp(-2j * omega))  # fundamental: undo
+    g = 10.0 ** (-3.0 / (t60_seconds * freq_hz)) / loss   # it (g may pass 1: DC is held at
     n = max(1, round(seconds * sample_rate))
-    burst = rng.uniform(-1.0, 1.0, p + 8)
-    smooth = 1 + int(round((1.0 - brightness) * 4))       # darker: longer moving average
-    burst = np.convolve(burst, np.ones(smooth) / smooth, mode="valid")[:p]
+    smooth = 3 + int(round((1.0 - brightness) * p / 4))    # darker: wider Hann lowpass, in
+    kernel = np.zeros(p)                                     # periods, so every note keeps a
+    np.add.at(kernel, np.arange(smooth) % p, np.hanning(smooth))  # few harmonics; circular, so
+    burst = np.fft.irfft(np.fft.rfft(rng.uniform(-1.0, 1.0, p)) * np.fft.rfft(kernel), p)
     burst = burst - burst.mean()
     y = np.zeros(n + p + 2)                                  # 2 leading zeros for y[n-p-2]
     y[2:2 + p] = burst[:min(p, n + p)]
     for s in range(2 + p, n + 2, p):
         e = min(s + p, n + 2)
+        dc = y[s - p:s].mean()                               # unit gain below, so it can't grow)
         y[s:e] = g * (c0 * y[s - p:e - p] + c1 * y[s - p - 1:e - p - 1]
-                      + c2 * y[s - p - 2:e - p - 2])
+                      + c2 * y[s - p - 2:e - p - 2]) - (g - 1.0) * dc
     out = y[2:n + 2]
-    attack = min(n, round(0.003 * sample_rate))              # soften the noise-burst onset
+    attack = min(n, round(0.01 * sample_rate))               # soften the noise-burst onset
     out[:attack] *= np.linspace(0.0, 1.0, attack)
-    fade = min(n, round(0.02 * sample_rate))                 # no click at the cut
+    fade = min(n, round(0.03 * sample_rate))                 # no click at the cut
     out[n - fade:] *= np.linspace(1.0, 0.0, fade)
     return (out / max(np.abs(out).max(), 1e-9)).astype(np.float32)
 
 
 def piece(seconds: float, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
-    """A melody with strummed chords, float32 [round(seconds * sample_rate)], peak in
-    [-10, -1] dBFS."""
+    """A legato melody, float32 [round(seconds * sample_rate)], peak in [-3, -1] dBFS.
+
+    Dense on purpose, so that a small model learns pitched notes within minutes: one note at a
+    time, no rests, each note sustains (long t60) until the next one damps it, dark excitations
+    (few noisy attacks), a middle register (periods of 25 to 75 samples at 16 kHz) and a loud,
+    steady level; key, scale, tempo, rhythm, loudness and brightness vary.
+    """
     n = round(seconds * sample_rate)
-    mix = np.zeros(n + sample_rate * 4, np.float64)          # room for ringing tails
+    mix = np.zeros(n + sample_rate * 8, np.float64)          # room for the last note
     scale = SCALES[list(SCALES)[rng.integers(len(SCALES))]]
-    root = int(rng.integers(45, 58))
-    beat = 60.0 / rng.uniform(72, 168)
+    root = int(rng.integers(57, 65))
+    beat = 60.0 / rng.uniform(60, 120)
     degree, t = int(rng.integers(0, len(scale))), 0.0
-    bar = 0
     while t < seconds:
-        if t >= bar * 4 * beat:                              # chord at each bar, most of the time
-            bar += 1
-            if rng.random() < 0.7:
-                base = int(rng.choice([0, 3, 4, 5])) if len(scale) == 7 else int(rng.integers(5))
-                for j, step in enumerate((0, 2, 4)):
-                    k = base + step
-                    midi = root - 12 + scale[k % len(scale)] + 12 * (k // len(scale))
-                    _add(mix, pluck(_midi_hz(midi), 4 * beat + 1.0, sample_rate, rng,
-                                    brightness=rng.uniform(0.2, 0.6), t60_seconds=3.0),
-                         t + j * rng.uniform(0.01, 0.03), rng.uniform(0.25, 0.45), sample_rate)
-        length = beat * float(rng.choice([0.5, 0.5, 1.0, 1.0, 1.5, 2.0]))
-        if rng.random() > 0.1:                               # else a rest
-            degree = int(np.clip(degree + rng.integers(-2, 3), 0, 2 * len(scale)))
-            midi = root + 12 + scale[degree % len(scale)] + 12 * (degree // len(scale))
-            velocity = rng.uniform(0.4, 1.0)
-            _add(mix, pluck(_midi_hz(midi), length + 0.6, sample_rate, rng, brightness=velocity,
-                            t60_seconds=rng.uniform(1.2, 3.0)), t, velocity, sample_rate)
+        length = beat * float(rng.choice([0.5, 1.0, 1.0, 1.0, 2.0, 2.0]))
+        degree = int(np.clip(degree + rng.integers(-2, 3), 0, len(scale) + 2))
+        midi = root + scale[degree % len(scale)] + 12 * (degree // len(scale))
+        _add(mix, pluck(_midi_hz(midi), length + 0.03, sample_rate, rng,
+                        brightness=rng.uniform(0.0, 0.4), t60_seconds=rng.uniform(4.0, 8.0)),
+             t, rng.uniform(0.7, 1.0), sample_rate)
         t += length
     out = mix[:n]
-    level = 10.0 ** (rng.uniform(-10.0, -1.0) / 20.0)
+    level = 10.0 ** (rng.uniform(-3.0, -1.0) / 20.0)
     return (out * (level / max(np.abs(out).max(), 1e-9))).astype(np.float32)
 
 
