@@ -41,20 +41,24 @@ def pluck(freq_hz: float, seconds: float, sample_rate: int, rng: np.random.Gener
     p = max(2, int(math.floor(period - 0.5)))
     w = min(max(period - 0.5 - p, 0.0), 1.0)
     c0, c1, c2 = (1 - w) / 2, 0.5, w / 2
-    omega = 2 * math.pi * freq_hz / sample_rate              # the loop lowpass also damps the
-    loss = abs(c0 + c1 * np.exp(-1j * omega) + c2 * np.exp(-2j * omega))  # fundamental: undo
-    g = 10.0 ** (-3.0 / (t60_seconds * freq_hz)) / loss   # it (g may pass 1: DC is held at
+    # The loop lowpass also damps the fundamental: g undoes that, so t60 holds. g may pass 1,
+    # so DC is held at unit gain below (it can't grow).
+    omega = 2 * math.pi * freq_hz / sample_rate
+    loss = abs(c0 + c1 * np.exp(-1j * omega) + c2 * np.exp(-2j * omega))
+    g = 10.0 ** (-3.0 / (t60_seconds * freq_hz)) / loss
     n = max(1, round(seconds * sample_rate))
-    smooth = 3 + int(round((1.0 - brightness) * p / 4))    # darker: wider Hann lowpass, in
-    kernel = np.zeros(p)                                     # periods, so every note keeps a
-    np.add.at(kernel, np.arange(smooth) % p, np.hanning(smooth))  # few harmonics; circular, so
+    # Darker: a wider Hann lowpass (in periods, so every note keeps a few harmonics), applied
+    # circularly so the burst loops without a click.
+    smooth = 3 + int(round((1.0 - brightness) * p / 4))
+    kernel = np.zeros(p)
+    np.add.at(kernel, np.arange(smooth) % p, np.hanning(smooth))
     burst = np.fft.irfft(np.fft.rfft(rng.uniform(-1.0, 1.0, p)) * np.fft.rfft(kernel), p)
     burst = burst - burst.mean()
     y = np.zeros(n + p + 2)                                  # 2 leading zeros for y[n-p-2]
     y[2:2 + p] = burst[:min(p, n + p)]
     for s in range(2 + p, n + 2, p):
         e = min(s + p, n + 2)
-        dc = y[s - p:s].mean()                               # unit gain below, so it can't grow)
+        dc = y[s - p:s].mean()
         y[s:e] = g * (c0 * y[s - p:e - p] + c1 * y[s - p - 1:e - p - 1]
                       + c2 * y[s - p - 2:e - p - 2]) - (g - 1.0) * dc
     out = y[2:n + 2]
