@@ -15,7 +15,7 @@ import time
 import torch
 from omegaconf import DictConfig
 
-from .evaluate import autocast, pick_device
+from .device import autocast, pick_device
 from .model import SampleRNN, SampleRNNConfig
 from .quantize import nll_bits
 from .sampler import Sampler

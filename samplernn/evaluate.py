@@ -5,7 +5,6 @@ carried through each file: the number compares across runs and implementations.
 """
 
 import json
-import logging
 from pathlib import Path
 
 import torch
@@ -13,32 +12,9 @@ from omegaconf import DictConfig
 
 from .checkpoint import load_checkpoint
 from .data import PreparedDataset, eval_loader
+from .device import autocast, pick_device
 from .model import SampleRNN
 from .quantize import nll_bits
-
-log = logging.getLogger(__name__)
-
-
-def pick_device(name: str, threads: int | None = None) -> torch.device:
-    """auto -> cuda when available, else cpu; a clear error for cuda without a GPU.
-
-    threads: torch's CPU threads for this process (None keeps torch's default). One is
-    fastest for SampleRNN's small sequential ops on a 2-core machine (measured: 21k vs
-    12k training samples/s for the quick-start model), since idle OpenMP threads spin.
-    """
-    if threads:
-        torch.set_num_threads(int(threads))
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={name} but no CUDA GPU is visible; use device=cpu or device=auto")
-    return torch.device(name)
-
-
-def autocast(device: torch.device, precision: str):
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision={precision!r}; use fp32 or bf16")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 @torch.no_grad()

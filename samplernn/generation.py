@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from .audio import WavStreamWriter, read_audio
 from .checkpoint import load_checkpoint
-from .evaluate import pick_device
+from .device import pick_device
 from .quantize import dequantize, quantize
 from .sampler import Sampler
 

@@ -19,7 +19,8 @@ from tqdm import tqdm
 
 from .checkpoint import read_checkpoint, restore_rng, save_checkpoint
 from .data import PreparedDataset, train_loader
-from .evaluate import autocast, evaluate_nll, pick_device
+from .device import autocast, pick_device
+from .evaluate import evaluate_nll
 from .logger import RunLogger
 from .model import SampleRNN, SampleRNNConfig
 from .quantize import nll_bits
@@ -146,7 +147,7 @@ def run(cfg: DictConfig, run_dir=None) -> dict:
     model = SampleRNN(model_cfg).to(device)
     forward = torch.compile(model) if cfg.compile else model
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
+    optimizer = torch.optim.Adam(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
                                  weight_decay=cfg.optim.weight_decay)
     warmup = max(int(cfg.optim.warmup_steps), 0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -223,8 +224,7 @@ def run(cfg: DictConfig, run_dir=None) -> dict:
             if step >= t_cfg.max_steps or time.time() - start > budget_s:
                 break
             codes, mask = batch.codes.to(device), batch.mask.to(device)
-            hidden = model.reset_hidden([h.detach() for h in hidden] if hidden else None,
-                                        batch.reset.to(device))
+            hidden = model.reset_hidden(hidden, batch.reset.to(device))  # detached below
             with autocast(device, cfg.precision):
                 logits, hidden = forward(codes, hidden)
             loss = nll_bits(logits, codes[:, lb:], mask)
@@ -253,7 +253,6 @@ def run(cfg: DictConfig, run_dir=None) -> dict:
                 valid = validate()
                 log.info("step %d  %s/nll_bits %.4f (best %.4f)", step, e_cfg.split, valid, best)
                 window_t = time.time()
-        bar.close()
         if valid is None or summary["step"] != step:
             valid = validate()
         final = {"step": step, f"{e_cfg.split}/nll_bits": valid, "best_valid_nll_bits": best}
