@@ -56,9 +56,9 @@ def train_speed(model: SampleRNN, batch_size: int, seq_len: int, steps: int, war
 
 
 def gen_speed(model: SampleRNN, batch_size: int, length: int, device: torch.device,
-              repeats: int = 1) -> list[float]:
+              repeats: int = 1) -> tuple[list[float], Sampler]:
     """Generated samples per second per stream, temperature 1, after a warm-up; one figure
-    per repeat (a shared machine's speed varies from second to second)."""
+    per repeat (a shared machine's speed varies from second to second), and the last sampler."""
     speeds = []
     with torch.inference_mode():
         list(Sampler(model, batch_size, 1.0, seed=0).stream(model.lookback * 4))
@@ -70,7 +70,7 @@ def gen_speed(model: SampleRNN, batch_size: int, length: int, device: torch.devi
                 pass
             _sync(device)
             speeds.append(length / (time.perf_counter() - start))
-    return speeds
+    return speeds, sampler
 
 
 def run(cfg: DictConfig) -> list[dict]:
@@ -97,9 +97,12 @@ def run(cfg: DictConfig) -> list[dict]:
         model.eval()
         length = max(model.lookback, int(cfg.gen_seconds * cfg.sample_rate) // model.lookback
                      * model.lookback)
-        speeds = sorted(gen_speed(model, batch_size, length, device, cfg.repeats))
+        speeds, sampler = gen_speed(model, batch_size, length, device, cfg.repeats)
+        speeds.sort()
         per_stream = speeds[len(speeds) // 2]  # the median repeat
-        row.update(gen_samples_per_s_per_stream=per_stream,
+        row.update(gen_backend=sampler.backend,
+                   gen_threads=sampler.kernel.threads if sampler.kernel else row["threads"],
+                   gen_samples_per_s_per_stream=per_stream,
                    gen_samples_per_s_per_stream_best=speeds[-1], gen_repeats=len(speeds),
                    gen_samples_per_s_total=per_stream * batch_size,
                    gen_realtime_factor=per_stream / cfg.sample_rate,

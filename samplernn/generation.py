@@ -75,7 +75,8 @@ def run(cfg: DictConfig) -> list[Path]:
             t0 = time.perf_counter()
             with contextlib.ExitStack() as stack, torch.inference_mode():
                 writers = [stack.enter_context(WavStreamWriter(p, rate)) for p in paths]
-                sampler = Sampler(model, n, temp, seed=seed, prime=prime)
+                sampler = Sampler(model, n, temp, seed=seed, prime=prime,
+                                  backend=cfg.get("backend"), threads=cfg.get("threads"))
                 for codes in sampler.stream(length, block):
                     wav = dequantize(codes.cpu(), mc.q_type, mc.q_levels).numpy()
                     for writer, row in zip(writers, wav):
@@ -91,7 +92,7 @@ def run(cfg: DictConfig) -> list[Path]:
                            "prime_seconds": cfg.prime_seconds if cfg.prime else None,
                            "seconds": length / rate, "sample_rate": rate,
                            "gen_samples_per_s": speed, "realtime_factor": speed / rate,
-                           "batch_size": n, "device": str(device)}
+                           "batch_size": n, "device": str(device), "backend": sampler.backend}
                 path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
             written += paths
         bar.close()

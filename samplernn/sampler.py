@@ -1,17 +1,25 @@
 """Fast incremental sampling from a trained SampleRNN.
 
 Each tier keeps its recurrent state and steps only when its frame is complete;
-nothing of the past is recomputed. The arithmetic is written once against a
-tiny array namespace `xp` that both NumPy and PyTorch satisfy: on the CPU,
-NumPy's per-call overhead is several times lower than PyTorch's for these
-vector-sized operations (measured: 30-45 us vs 80-105 us per sample of the
-sample-level MLP at dim 256), so CPU generation runs on NumPy; on CUDA the same
-code runs on torch tensors with all state in preallocated device tensors.
+nothing of the past is recomputed. The model's weights are read once (weight
+norm folded in), and the first layer of the sample-level MLP becomes one lookup
+table per input position (embedding x weights) whose rows each new code adds
+once into the next steps' inputs. Three backends run the same arithmetic:
 
-The model's weights are read once (weight norm folded in), the first layer of
-the sample-level MLP becomes one lookup table per input position (embedding x
-weights) whose rows each new code adds once into the next steps' inputs, and
-sampling is Gumbel-max with noise drawn a block at a time.
+- native (CPU, float32, the default there): the whole loop in C (native.c),
+  built on first use; a batch's streams are split between the CPU cores. Each
+  code is drawn by the inverse CDF of softmax(logits / T) from one uniform
+  number per sample.
+- numpy (CPU): the loop below, written once against a tiny array namespace `xp`
+  that NumPy and PyTorch both satisfy. NumPy's per-call overhead is several
+  times lower than PyTorch's for these vector-sized operations. Used for
+  float64 models and where no C compiler works.
+- torch (CUDA): the same loop on torch tensors, all state in preallocated
+  device tensors.
+
+The Python loop samples with the Gumbel-max trick, noise drawn a chunk at a
+time. Each backend gives the same codes for the same seed every time; greedy
+decoding (temperature 0) gives the same codes on all of them.
 """
 
 import math
@@ -21,8 +29,18 @@ import numpy as np
 import torch
 from torch.nn.utils import parametrize
 
+from . import native
 from .model import SampleRNN
 from .quantize import dequantize, silence_code
+
+BACKENDS = ("native", "numpy", "torch")
+
+
+def _default_backend(device: torch.device, dtype: torch.dtype) -> str:
+    """CUDA: torch. CPU: the C kernel for float32 models where it builds, else NumPy."""
+    if device.type != "cpu":
+        return "torch"
+    return "native" if dtype == torch.float32 and native.load() is not None else "numpy"
 
 
 def _sigmoid(xp, x):
@@ -74,16 +92,23 @@ class Sampler:
 
     def __init__(self, model: SampleRNN, batch_size: int, temperature: float = 1.0,
                  seed: int | None = None, prime: torch.Tensor | None = None,
-                 backend: str | None = None):
+                 backend: str | None = None, threads: int | None = None):
         if temperature < 0:
             raise ValueError(f"temperature={temperature} must be >= 0 (0 means greedy)")
         device = next(model.parameters()).device
-        self.backend = backend or ("numpy" if device.type == "cpu" else "torch")
-        if self.backend not in ("numpy", "torch"):
-            raise ValueError(f"backend={self.backend!r}; use 'numpy' or 'torch'")
-        self.xp = np if self.backend == "numpy" else torch
         self.device, self.dtype = device, next(model.parameters()).dtype
-        if self.backend == "numpy":
+        self.backend = backend or _default_backend(device, self.dtype)
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend={self.backend!r}; use one of {BACKENDS}")
+        lib = None
+        if self.backend == "native":
+            if self.dtype != torch.float32:
+                raise ValueError(f"backend='native' runs float32 models; this one is {self.dtype}")
+            lib = native.load()
+            if lib is None:
+                raise RuntimeError("backend='native' needs a working C compiler (see the warning)")
+        self.xp = torch if self.backend == "torch" else np
+        if self.backend != "torch":
             def to_array(x): return x.detach().cpu().numpy()
         else:
             def to_array(x): return x.detach()
@@ -96,17 +121,26 @@ class Sampler:
         self.gen.manual_seed(seed if seed is not None else int(self.rng.integers(2**62)))
         history, hidden = self._start(prime)
         self.history = to_array(history.t().contiguous())    # [lookback, B] time-major
-        self.state = [[to_array(h[i].contiguous()) for i in range(h.shape[0])] for h in hidden]
+        # copies: the native kernel updates them in place, and h0 must never change
+        self.state = [[to_array(h[i].clone(memory_format=torch.contiguous_format))
+                       for i in range(h.shape[0])] for h in hidden]
         self.steps, self._noise, self._noise_at = 0, None, 0
         # acc[:, r]: the sample-level first layer's input from past codes for step r of the
         # current bottom frame and the next one (rows 0 .. 2 * fs0 - 1)
         fs0 = model.config.frame_sizes[0]
         lut = self.w.lut_rev
         shape = (batch_size, 2 * fs0, lut.shape[-1])
-        self.acc = np.zeros(shape, lut.dtype) if self.backend == "numpy" else \
+        self.acc = np.zeros(shape, lut.dtype) if self.xp is np else \
             torch.zeros(shape, dtype=lut.dtype, device=lut.device)
         for i in range(fs0):  # the last fs0 codes before the start feed its first steps
             self.acc[:, :i + 1] += lut[self.history[self.lookback - fs0 + i]][:, fs0 - 1 - i:]
+        # Gumbel noise is drawn in chunks of whole top frames, so blocking never changes it
+        chunk = max(64, min(4096, (1 << 22) // (batch_size * self.q_levels)))
+        self._noise_chunk_steps = max(self.lookback, chunk // self.lookback * self.lookback)
+        self.kernel = None
+        if lib is not None:
+            self.kernel = native.Kernel(lib, self.w, self.state, self.acc, batch_size,
+                                        threads or native.usable_cores())
 
     def _start(self, prime):
         """Silence (and the prime, run through forward to warm every tier) -> (codes, hidden)."""
@@ -162,7 +196,7 @@ class Sampler:
     def _noise_chunk(self, n_steps: int):
         """Gumbel noise [n_steps, B, q] scaled by the temperature."""
         shape = (n_steps, self.batch_size, self.q_levels)
-        if self.backend == "numpy":
+        if self.xp is np:
             e = self.rng.standard_exponential(shape, dtype=np.float32)
             g = -np.log(np.maximum(e, np.finfo(np.float32).tiny, out=e), out=e)
             return g.astype(self.w.w_out.dtype, copy=False) * np.float32(self.temperature)
@@ -178,14 +212,63 @@ class Sampler:
         """
         if self.temperature == 0:
             b = self.w.b_out
-            return np.broadcast_to(b, (n, len(b))) if self.backend == "numpy" else b.expand(n, -1)
+            return np.broadcast_to(b, (n, len(b))) if self.xp is np else b.expand(n, -1)
         if self._noise is None or not self._noise_at <= step < self._noise_at + len(self._noise):
-            chunk = max(64, min(4096, (1 << 22) // (self.batch_size * self.q_levels)))
-            chunk = max(self.lookback, chunk // self.lookback * self.lookback)
+            chunk = self._noise_chunk_steps
             self._noise_at = step - step % chunk
             self._noise = self._noise_chunk(chunk)
             self._noise += self.w.b_out
         return self._noise[step - self._noise_at:step - self._noise_at + n]
+
+    def _run_python(self, hist, t0: int, n: int) -> None:
+        """Steps t0 .. t0 + n of this block (whole top frames), one xp call at a time."""
+        w, lb = self.w, self.lookback
+        tiers, fs0 = w.tiers, w.tiers[0]["frame_size"]
+        relu = _relu_numpy if self.xp is np else torch.relu_
+        conds = [None] * len(tiers)
+        for t in range(t0, t0 + n, fs0):
+            pos = lb + t
+            for k in reversed(range(len(tiers))):
+                f = tiers[k]["frame_size"]
+                if t % f:
+                    continue
+                above = None
+                if k + 1 < len(tiers):
+                    above = conds[k + 1][:, (t % tiers[k + 1]["frame_size"]) // f]
+                conds[k] = self._tier_step(k, w.deq[hist[pos - f:pos]].T, above)
+            acc = self.acc
+            acc[:, :fs0] += conds[0]                  # [B, fs0, dim]: this frame's inputs
+            noise = self._bias_and_noise(self.steps + t, fs0)
+            for j in range(fs0):
+                p = pos + j
+                x = relu(acc[:, j])                   # row j is used once: in place
+                for w_h, b_h in w.hidden:
+                    x = x @ w_h
+                    x += b_h
+                    x = relu(x)
+                logits = x @ w.w_out
+                logits += noise[j]
+                code = logits.argmax(-1)
+                hist[p] = code
+                acc[:, j + 1:j + 1 + fs0] += w.lut_rev[code]
+            acc[:, :fs0] = acc[:, fs0:]
+            acc[:, fs0:] = 0
+
+    def _run_native(self, hist: np.ndarray, t0: int, n: int) -> None:
+        """The same steps in native.c, which draws each code by the inverse CDF from one
+        uniform number; the uniforms come from the seed in chunks of whole top frames."""
+        lb, t, chunk = self.lookback, t0, self._noise_chunk_steps
+        while t < t0 + n:
+            step = self.steps + t
+            if self.temperature > 0 and (self._noise is None
+                                         or not self._noise_at <= step < self._noise_at + chunk):
+                self._noise_at = step - step % chunk
+                self._noise = self.rng.random((chunk, self.batch_size))
+            m = min(t0 + n - t, self._noise_at + chunk - step)
+            uniform = None if self.temperature == 0 else \
+                self._noise[step - self._noise_at:step - self._noise_at + m]
+            self.kernel.run(hist[t:t + lb + m], lb, uniform, self.temperature)
+            t += m
 
     def stream(self, length: int, block_size: int = 8192) -> Iterator[torch.Tensor]:
         """Yield LongTensor blocks [B, n] of new codes until `length` codes per stream.
@@ -193,52 +276,26 @@ class Sampler:
         Blocks are multiples of the top frame size, so memory stays constant
         however long the output; the codes do not depend on `block_size`.
         """
-        w, lb = self.w, self.lookback
-        tiers, fs0 = w.tiers, w.tiers[0]["frame_size"]
-        relu = _relu_numpy if self.backend == "numpy" else torch.relu_
+        lb = self.lookback
         block_size = max(lb, block_size // lb * lb)
         done = 0
         while done < length:
             n = min(block_size, length - done)
             n_frames = math.ceil(n / lb) * lb
-            if self.backend == "numpy":
+            if self.xp is np:
                 hist = np.empty((lb + n_frames, self.batch_size), dtype=np.int64)
             else:
                 hist = torch.empty((lb + n_frames, self.batch_size), dtype=torch.long, device=self.device)
             hist[:lb] = self.history
-            conds = [None] * len(tiers)
-            for t in range(0, n_frames, fs0):
-                pos = lb + t
-                for k in reversed(range(len(tiers))):
-                    f = tiers[k]["frame_size"]
-                    if t % f:
-                        continue
-                    above = None
-                    if k + 1 < len(tiers):
-                        above = conds[k + 1][:, (t % tiers[k + 1]["frame_size"]) // f]
-                    conds[k] = self._tier_step(k, w.deq[hist[pos - f:pos]].T, above)
-                acc = self.acc
-                acc[:, :fs0] += conds[0]                  # [B, fs0, dim]: this frame's inputs
-                noise = self._bias_and_noise(self.steps + t, fs0)
-                for j in range(fs0):
-                    p = pos + j
-                    x = relu(acc[:, j])                   # row j is used once: in place
-                    for w_h, b_h in w.hidden:
-                        x = x @ w_h
-                        x += b_h
-                        x = relu(x)
-                    logits = x @ w.w_out
-                    logits += noise[j]
-                    code = logits.argmax(-1)
-                    hist[p] = code
-                    acc[:, j + 1:j + 1 + fs0] += w.lut_rev[code]
-                acc[:, :fs0] = acc[:, fs0:]
-                acc[:, fs0:] = 0
-            self.history = hist[n_frames:].copy() if self.backend == "numpy" else hist[n_frames:].clone()
+            if self.kernel is not None:
+                self._run_native(hist, 0, n_frames)
+            else:
+                self._run_python(hist, 0, n_frames)
+            self.history = hist[n_frames:].copy() if self.xp is np else hist[n_frames:].clone()
             self.steps += n_frames
             done += n
             new = hist[lb:lb + n]
-            out = torch.from_numpy(np.ascontiguousarray(new.T)) if self.backend == "numpy" else new.t()
+            out = torch.from_numpy(np.ascontiguousarray(new.T)) if self.xp is np else new.t()
             yield out.contiguous()
             if n_frames != n:  # the state ran past the last whole frame: the stream ends here
                 break
@@ -246,7 +303,7 @@ class Sampler:
 
 def generate(model: SampleRNN, num_samples: int, length: int, temperature: float = 1.0,
              prime: torch.Tensor | None = None, seed: int | None = None,
-             backend: str | None = None) -> torch.Tensor:
+             backend: str | None = None, threads: int | None = None) -> torch.Tensor:
     """Sample `num_samples` streams of `length` new codes -> LongTensor [num_samples, length].
 
     Starts from the model's initial state and `lookback` samples of silence, or
@@ -257,7 +314,7 @@ def generate(model: SampleRNN, num_samples: int, length: int, temperature: float
     model.eval()
     try:
         with torch.inference_mode():
-            sampler = Sampler(model, num_samples, temperature, seed, prime, backend)
+            sampler = Sampler(model, num_samples, temperature, seed, prime, backend, threads)
             blocks = list(sampler.stream(length))
     finally:
         model.train(was_training)

@@ -1,18 +1,26 @@
-"""The incremental sampler agrees with the teacher-forced model."""
+"""The incremental sampler agrees with the teacher-forced model.
+
+SAMPLERNN_TEST_DEVICE=cuda runs these on a GPU (the default is the CPU).
+"""
+
+import math
+import os
 
 import pytest
 import torch
 
-from samplernn import SampleRNN, SampleRNNConfig, generate, silence_code
+from samplernn import SampleRNN, SampleRNNConfig, generate, native, silence_code
 
 FRAME_SIZES = {2: [16], 3: [2, 8], 4: [2, 8, 32]}
+DEVICE = torch.device(os.environ.get("SAMPLERNN_TEST_DEVICE", "cpu"))
+CPU_BACKENDS = ["native", "numpy"] if native.load() is not None else ["numpy"]
 
 
 def tiny(frame_sizes, rnn_type="gru", skip=False) -> SampleRNN:
     torch.manual_seed(0)
     cfg = SampleRNNConfig(frame_sizes=frame_sizes, dim=32, n_rnn=2, rnn_type=rnn_type,
                           skip_connections=skip, emb_dim=8, q_levels=64)
-    model = SampleRNN(cfg).double().eval()
+    model = SampleRNN(cfg).double().eval().to(DEVICE)
     with torch.no_grad():  # a non-zero learned h0, so the start state matters
         for tier in model.tiers:
             tier.h0.normal_(0, 0.5)
@@ -27,13 +35,15 @@ def teacher_forced_argmax(model, codes):
 
 @pytest.mark.parametrize("tiers", [2, 3, 4])
 @pytest.mark.parametrize("rnn_type", ["gru", "lstm"])
-@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("backend", CPU_BACKENDS + ["torch"])
 def test_greedy_equals_teacher_forced_argmax(tiers, rnn_type, backend):
     model = tiny(FRAME_SIZES[tiers], rnn_type, skip=rnn_type == "lstm")
+    if backend == "native":  # the C kernel runs float32
+        model = model.float()
     lb = model.lookback
     out = generate(model, 2, 6 * lb, temperature=0, backend=backend)
     assert out.shape == (2, 6 * lb)
-    silence = torch.full((2, lb), silence_code("linear", 64))
+    silence = torch.full((2, lb), silence_code("linear", 64), device=DEVICE)
     expected = teacher_forced_argmax(model, torch.cat([silence, out], dim=1))
     assert torch.equal(out, expected)
     assert out.unique().numel() > 1  # not a trivially constant output
@@ -44,10 +54,10 @@ def test_greedy_after_prime_equals_forward_over_prime(tiers):
     model = tiny(FRAME_SIZES[tiers])
     lb = model.lookback
     torch.manual_seed(3)
-    prime = torch.randint(0, 64, (1, 5 * lb + 3))  # not a whole number of frames
+    prime = torch.randint(0, 64, (1, 5 * lb + 3)).to(DEVICE)  # not a whole number of frames
     out = generate(model, 1, 4 * lb, temperature=0, prime=prime)
     pad = (-prime.shape[1]) % lb
-    silence = torch.full((1, lb + pad), silence_code("linear", 64))
+    silence = torch.full((1, lb + pad), silence_code("linear", 64), device=DEVICE)
     codes = torch.cat([silence, prime, out], dim=1)
     expected = teacher_forced_argmax(model, codes)[:, -out.shape[1]:]
     assert torch.equal(out, expected)
@@ -56,16 +66,16 @@ def test_greedy_after_prime_equals_forward_over_prime(tiers):
 def test_prime_warms_state_beyond_last_frame():
     model = tiny([2, 8])
     torch.manual_seed(4)
-    prime = torch.randint(0, 64, (1, 64))
+    prime = torch.randint(0, 64, (1, 64)).to(DEVICE)
     from samplernn.sampler import Sampler
     with torch.no_grad():
-        _, hidden = model(torch.cat([torch.full((1, 8), 32), prime], dim=1))
+        _, hidden = model(torch.cat([torch.full((1, 8), 32, device=DEVICE), prime], dim=1))
         long = Sampler(model, 1, 1.0, seed=0, prime=prime)
         short = Sampler(model, 1, 1.0, seed=0, prime=prime[:, -8:])
     # the state the sampler starts from is the forward's state over the whole prime...
     for tier_state, h in zip(long.state, hidden):
         for layer_state, h_layer in zip(tier_state, h):
-            assert torch.allclose(torch.as_tensor(layer_state), h_layer)
+            assert torch.allclose(torch.as_tensor(layer_state, device=DEVICE), h_layer)
     # ...which is not what its last frame alone gives
     for tier_long, tier_short in zip(long.state, short.state):
         assert not torch.allclose(torch.as_tensor(tier_long[0]), torch.as_tensor(tier_short[0]))
@@ -81,17 +91,25 @@ def test_same_seed_same_codes():
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.5])
-def test_first_sample_follows_the_model_distribution(temperature):
-    """Gumbel-max sampling draws from softmax(logits / temperature)."""
+@pytest.mark.parametrize("backend", CPU_BACKENDS if DEVICE.type == "cpu" else ["torch"])
+def test_first_sample_follows_the_model_distribution(temperature, backend):
+    """Each backend draws from softmax(logits / temperature): the total variation between
+    20,000 draws and that distribution stays near what exact sampling gives (about 5 sigma)."""
     model = tiny([2, 8]).float()
-    n = 4000
-    out = generate(model, n, 8, temperature=temperature, seed=0)
-    silence = torch.full((1, 8), silence_code("linear", 64))
+    with torch.no_grad():  # a peaked distribution, so a wrong temperature shows
+        model.sample_mlp.output.bias.normal_(0, 2, generator=torch.Generator().manual_seed(0))
+    n = 20000
+    out = generate(model, n, 8, temperature=temperature, seed=0, backend=backend)
+    silence = torch.full((1, 8), silence_code("linear", 64), device=DEVICE)
     with torch.no_grad():
         logits, _ = model(torch.cat([silence, out[:1]], dim=1))
-    probs = torch.softmax(logits[0, 0].double() / temperature, dim=-1)
-    freq = torch.bincount(out[:, 0], minlength=64).double() / n
-    assert 0.5 * (freq - probs).abs().sum().item() < 0.05
+    probs = torch.softmax(logits[0, 0].double().cpu() / temperature, dim=-1)
+    freq = torch.bincount(out[:, 0].cpu(), minlength=64).double() / n
+    tv = 0.5 * (freq - probs).abs().sum().item()
+    exact_tv = 0.5 * torch.sqrt(2 * probs * (1 - probs) / (math.pi * n)).sum().item()
+    assert tv < 1.5 * exact_tv, (tv, exact_tv)
+    wrong = torch.softmax(logits[0, 0].double().cpu() / (2 * temperature), dim=-1)
+    assert 0.5 * (freq - wrong).abs().sum().item() > 1.5 * exact_tv  # the test can tell
 
 
 def test_streamed_blocks_equal_one_pass():
@@ -109,10 +127,56 @@ def test_bad_arguments_are_clear():
     with pytest.raises(ValueError, match="temperature"):
         generate(model, 1, 8, temperature=-1)
     with pytest.raises(ValueError, match="prime has 3 rows"):
-        generate(model, 2, 8, prime=torch.zeros(3, 8, dtype=torch.long))
+        generate(model, 2, 8, prime=torch.zeros(3, 8, dtype=torch.long, device=DEVICE))
 
 
 def test_the_generate_function_is_not_shadowed_by_a_module():
     import samplernn
     import samplernn.generation  # noqa: F401 - the command module
     assert callable(samplernn.generate) and samplernn.generate is generate
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS + ["torch"])
+def test_generation_leaves_the_model_unchanged(backend):
+    model = tiny([2, 8]).float()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    generate(model, 1, 64, temperature=1.0, seed=0, backend=backend)  # batch 1: h0's own shape
+    generate(model, 3, 64, temperature=0, backend=backend)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.skipif("native" not in CPU_BACKENDS or DEVICE.type != "cpu", reason="no C compiler")
+def test_native_codes_do_not_depend_on_threads_or_blocks():
+    from samplernn.sampler import Sampler
+    model = tiny([2, 8], "lstm").float()
+    one = generate(model, 5, 300, temperature=0.9, seed=2, threads=1)
+    two = generate(model, 5, 300, temperature=0.9, seed=2, threads=2)
+    with torch.inference_mode():
+        blocks = torch.cat(list(Sampler(model, 5, 0.9, seed=2, threads=3).stream(300, 16)), 1)
+    assert torch.equal(one, two) and torch.equal(one, blocks)
+
+
+def test_without_a_compiler_cpu_generation_falls_back_to_numpy(monkeypatch, tmp_path):
+    from samplernn.sampler import Sampler
+    monkeypatch.setattr(native, "_compiler", lambda: None)
+    monkeypatch.setenv("SAMPLERNN_CACHE", str(tmp_path))
+    native.load.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="no C compiler"):
+            sampler = Sampler(tiny([2, 8]).float().cpu(), 1)
+        assert sampler.backend == "numpy"
+        with pytest.raises(RuntimeError, match="C compiler"):
+            Sampler(tiny([2, 8]).float().cpu(), 1, backend="native")
+    finally:
+        native.load.cache_clear()
+
+
+@pytest.mark.skipif(native._compiler() is None, reason="no C compiler")
+def test_the_kernel_builds_into_its_cache_atomically(monkeypatch, tmp_path):
+    monkeypatch.setenv("SAMPLERNN_CACHE", str(tmp_path / "cache"))
+    native.load.cache_clear()
+    try:
+        assert native.load() is not None
+        assert [p.suffix for p in (tmp_path / "cache").iterdir()] == [".so"]  # no temp file left
+    finally:
+        native.load.cache_clear()
