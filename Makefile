@@ -12,6 +12,7 @@ $(STAMP): requirements.txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	$(PY) -c "import samplernn.native as n; print(n.describe())"
 	touch $(STAMP)
 
 # The main job: build the built-in data, train the quick-start 3-tier model for a few

@@ -5,6 +5,7 @@ setup(
     version="0.1.0",
     description="SampleRNN (Mehri et al., ICLR 2017): unconditional raw-audio generation in PyTorch",
     packages=find_packages(include=["samplernn", "samplernn.*"]),
+    package_data={"samplernn": ["native.c"]},  # the CPU sampling kernel, compiled on first use
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.1",

@@ -56,14 +56,15 @@ def train_speed(model: SampleRNN, batch_size: int, seq_len: int, steps: int, war
 
 
 def gen_speed(model: SampleRNN, batch_size: int, length: int, device: torch.device,
-              repeats: int = 1) -> tuple[list[float], Sampler]:
+              repeats: int = 1, cuda_graph: bool | None = None) -> tuple[list[float], Sampler]:
     """Generated samples per second per stream, temperature 1, after a warm-up; one figure
-    per repeat (a shared machine's speed varies from second to second), and the last sampler."""
+    per repeat (a shared machine's speed varies from second to second), and the last sampler.
+    Building a sampler (reading the weights, recording its CUDA graph) is not timed."""
     speeds = []
     with torch.inference_mode():
-        list(Sampler(model, batch_size, 1.0, seed=0).stream(model.lookback * 4))
+        list(Sampler(model, batch_size, 1.0, seed=0, cuda_graph=cuda_graph).stream(model.lookback * 4))
         for repeat in range(repeats):
-            sampler = Sampler(model, batch_size, 1.0, seed=1 + repeat)
+            sampler = Sampler(model, batch_size, 1.0, seed=1 + repeat, cuda_graph=cuda_graph)
             _sync(device)
             start = time.perf_counter()
             for _ in sampler.stream(length):
@@ -97,11 +98,13 @@ def run(cfg: DictConfig) -> list[dict]:
         model.eval()
         length = max(model.lookback, int(cfg.gen_seconds * cfg.sample_rate) // model.lookback
                      * model.lookback)
-        speeds, sampler = gen_speed(model, batch_size, length, device, cfg.repeats)
+        speeds, sampler = gen_speed(model, batch_size, length, device, cfg.repeats,
+                                    cfg.get("cuda_graph"))
         speeds.sort()
         per_stream = speeds[len(speeds) // 2]  # the median repeat
         row.update(gen_backend=sampler.backend,
                    gen_threads=sampler.kernel.threads if sampler.kernel else row["threads"],
+                   gen_cuda_graph=sampler.cuda_graph,
                    gen_samples_per_s_per_stream=per_stream,
                    gen_samples_per_s_per_stream_best=speeds[-1], gen_repeats=len(speeds),
                    gen_samples_per_s_total=per_stream * batch_size,

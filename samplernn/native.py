@@ -182,3 +182,11 @@ class Kernel:
                                         temperature, self.threads)
         if status:
             raise MemoryError("the CPU sampling kernel could not allocate its scratch memory")
+
+
+
+def describe() -> str:
+    """Builds the kernel now if needed (make install calls this) and says where it is."""
+    lib = load()
+    return f"CPU sampling kernel: {lib._name}" if lib else \
+        "CPU sampling kernel: not built; generation on the CPU uses NumPy"

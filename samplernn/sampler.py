@@ -92,7 +92,8 @@ class Sampler:
 
     def __init__(self, model: SampleRNN, batch_size: int, temperature: float = 1.0,
                  seed: int | None = None, prime: torch.Tensor | None = None,
-                 backend: str | None = None, threads: int | None = None):
+                 backend: str | None = None, threads: int | None = None,
+                 cuda_graph: bool | None = None):
         if temperature < 0:
             raise ValueError(f"temperature={temperature} must be >= 0 (0 means greedy)")
         device = next(model.parameters()).device
@@ -137,10 +138,16 @@ class Sampler:
         # Gumbel noise is drawn in chunks of whole top frames, so blocking never changes it
         chunk = max(64, min(4096, (1 << 22) // (batch_size * self.q_levels)))
         self._noise_chunk_steps = max(self.lookback, chunk // self.lookback * self.lookback)
-        self.kernel = None
+        self.kernel, self._graph = None, None
+        on_cuda = self.backend == "torch" and device.type == "cuda"
+        if cuda_graph and not on_cuda:
+            raise ValueError("cuda_graph=True needs backend='torch' on a CUDA device")
+        self.cuda_graph = on_cuda if cuda_graph is None else cuda_graph
         if lib is not None:
             self.kernel = native.Kernel(lib, self.w, self.state, self.acc, batch_size,
                                         threads or native.usable_cores())
+        if self.cuda_graph:
+            self._capture()
 
     def _start(self, prime):
         """Silence (and the prime, run through forward to warm every tier) -> (codes, hidden)."""
@@ -180,13 +187,13 @@ class Sampler:
                 gates = _sigmoid(xp, g)  # i, f, (g), o: the cell input takes tanh instead
                 c = gates[:, d:2 * d] * state[n + layer] + gates[:, :d] * xp.tanh(g[:, 2 * d:3 * d])
                 h = gates[:, 3 * d:] * xp.tanh(c)
-                state[n + layer] = c
+                state[n + layer][...] = c         # in place: a CUDA graph reads fixed buffers
             else:
                 rz = _sigmoid(xp, gi[:, :2 * d] + gh[:, :2 * d])
                 r, z = rz[:, :d], rz[:, d:]
                 new = xp.tanh(gi[:, 2 * d:] + r * gh[:, 2 * d:])
                 h = new + z * (h - new)
-            state[layer] = h
+            state[layer][...] = h
             outputs.append(h)
             x = h
         top = xp.concatenate(outputs, -1) if w.skip else x
@@ -220,8 +227,13 @@ class Sampler:
             self._noise += self.w.b_out
         return self._noise[step - self._noise_at:step - self._noise_at + n]
 
-    def _run_python(self, hist, t0: int, n: int) -> None:
-        """Steps t0 .. t0 + n of this block (whole top frames), one xp call at a time."""
+    def _run_python(self, hist, t0: int, n: int, noise=None) -> None:
+        """Steps t0 .. t0 + n of this block (whole top frames), one xp call at a time.
+
+        noise [n, B, q]: output bias plus scaled Gumbel noise for these steps (default:
+        drawn from the seed here). Every buffer it writes is updated in place, so on CUDA
+        these calls can be captured once in a graph and replayed.
+        """
         w, lb = self.w, self.lookback
         tiers, fs0 = w.tiers, w.tiers[0]["frame_size"]
         relu = _relu_numpy if self.xp is np else torch.relu_
@@ -238,7 +250,8 @@ class Sampler:
                 conds[k] = self._tier_step(k, w.deq[hist[pos - f:pos]].T, above)
             acc = self.acc
             acc[:, :fs0] += conds[0]                  # [B, fs0, dim]: this frame's inputs
-            noise = self._bias_and_noise(self.steps + t, fs0)
+            frame_noise = self._bias_and_noise(self.steps + t, fs0) if noise is None \
+                else noise[t - t0:t - t0 + fs0]
             for j in range(fs0):
                 p = pos + j
                 x = relu(acc[:, j])                   # row j is used once: in place
@@ -247,7 +260,7 @@ class Sampler:
                     x += b_h
                     x = relu(x)
                 logits = x @ w.w_out
-                logits += noise[j]
+                logits += frame_noise[j]
                 code = logits.argmax(-1)
                 hist[p] = code
                 acc[:, j + 1:j + 1 + fs0] += w.lut_rev[code]
@@ -270,6 +283,43 @@ class Sampler:
             self.kernel.run(hist[t:t + lb + m], lb, uniform, self.temperature)
             t += m
 
+    def _run_graphed(self, hist: torch.Tensor, t0: int, n: int) -> None:
+        """The same steps on CUDA, one graph replay per top frame (a few hundred kernels
+        launched at once) between copies in and out of its fixed buffers."""
+        lb = self.lookback
+        if self._graph is None:
+            self._capture()
+        for t in range(t0, t0 + n, lb):
+            self._g_hist[:lb].copy_(hist[t:t + lb])
+            if self.temperature > 0:
+                self._g_noise.copy_(self._bias_and_noise(self.steps + t, lb))
+            self._graph.replay()
+            hist[lb + t:2 * lb + t].copy_(self._g_hist[lb:])
+
+    def _capture(self) -> None:
+        """Record one top frame of `_run_python` on fixed buffers in a CUDA graph."""
+        lb, b, q = self.lookback, self.batch_size, self.q_levels
+        self._g_hist = torch.zeros((2 * lb, b), dtype=torch.long, device=self.device)
+        self._g_noise = self.w.b_out.expand(lb, b, q).contiguous()
+        noise = self._g_noise if self.temperature > 0 else None
+        self._graph = self._record(lambda: self._run_python(self._g_hist, 0, lb, noise))
+
+    def _record(self, body) -> torch.cuda.CUDAGraph:
+        """A CUDA graph of body(), recorded after a warm-up whose effects are undone."""
+        buffers = [self.acc] + [s for tier in self.state for s in tier]
+        saved = [x.clone() for x in buffers]
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):  # warm-up runs (cuBLAS handles, workspaces) off the record
+            body()
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        for x, y in zip(buffers, saved):
+            x.copy_(y)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            body()
+        return graph
+
     def stream(self, length: int, block_size: int = 8192) -> Iterator[torch.Tensor]:
         """Yield LongTensor blocks [B, n] of new codes until `length` codes per stream.
 
@@ -289,6 +339,8 @@ class Sampler:
             hist[:lb] = self.history
             if self.kernel is not None:
                 self._run_native(hist, 0, n_frames)
+            elif self.cuda_graph:
+                self._run_graphed(hist, 0, n_frames)
             else:
                 self._run_python(hist, 0, n_frames)
             self.history = hist[n_frames:].copy() if self.xp is np else hist[n_frames:].clone()
