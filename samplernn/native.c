@@ -1,12 +1,12 @@
 /* SampleRNN incremental sampling on the CPU: the whole per-sample loop in C.
  *
  * The arithmetic is the same as samplernn/sampler.py's (which is the reference):
- * each frame tier steps once per frame, the sample-level MLP's first layer is a
- * sum of lookup-table rows kept in `acc`, and each code is the argmax of the
- * logits under the inverse CDF of softmax(logits / T), from one uniform number per
- * sample that Python draws from the seed (a few per step, where the Python loop's
- * Gumbel-max needs q). Streams are independent: the rows of the batch are split
- * between threads that never wait for each other.
+ * each frame tier steps once per frame, and the sample-level MLP's first layer is
+ * a sum of lookup-table rows kept in `acc`. Each code is drawn from
+ * softmax(logits / T) by the inverse CDF at one uniform number per sample, which
+ * Python draws from the seed (the Python loop's Gumbel-max needs q numbers per
+ * sample); T = 0 takes the argmax. Streams are independent: the rows of the batch
+ * are split between threads that never wait for each other.
  *
  * Built by samplernn/native.py with the machine's C compiler; GCC/Clang vector
  * extensions give 8-wide float arithmetic on any target (AVX2, NEON, ...).
@@ -28,7 +28,8 @@ typedef int32_t i8v __attribute__((vector_size(32)));
 /* Lane-wise mask ? a : b (C has no vector ?:). */
 static inline v8 v_select(i8v mask, v8 a, v8 b) { return (v8)(((i8v)a & mask) | ((i8v)b & ~mask)); }
 
-/* Mirrored by ctypes structures in native.py: keep the field order. */
+/* Mirrored by ctypes structures in native.py: keep the field order. Matrices are
+ * stored for x @ w and packed in column panels (see linear). */
 typedef struct {
     int frame_size, ratio;
     const float *w_in, *b_in;          /* [frame_size, d], [d] */
@@ -76,17 +77,17 @@ static inline v8 v_tanh(v8 x) { return 2.0f / (1.0f + v_exp(-2.0f * x)) - 1.0f; 
 
 /* Weights come packed by native.py in panels of 16 columns, each panel [n_in][16]
  * contiguous, the last one zero-padded: a tile streams its panels front to back.
- * init is a [rows, n_out] matrix (ld_init > 0), a bias row (ld_init == 0) or zero (NULL).
- * A tile keeps R rows x NP panels of sums in registers across the whole n_in loop. */
+ * Every row starts from the bias (or zero where it is NULL). A tile keeps R rows x
+ * NP panels of sums in registers across the whole n_in loop. */
 #define TILE(R, NP)                                                                          \
     static void tile_##R##_##NP(const float *x, int ldx, const float *w, int n_in,           \
-                                const float *init, int ld_init, float *y, int ldy)           \
+                                const float *bias, float *y, int ldy)                        \
     {                                                                                        \
         v8 acc[R][NP][2];                                                                    \
         for (int r = 0; r < R; r++)                                                          \
             for (int p = 0; p < NP; p++)                                                     \
                 for (int v = 0; v < 2; v++)                                                  \
-                    acc[r][p][v] = init ? LOAD(init + r * ld_init + 16 * p + 8 * v) : (v8){0}; \
+                    acc[r][p][v] = bias ? LOAD(bias + 16 * p + 8 * v) : (v8){0};            \
         for (int i = 0; i < n_in; i++)                                                       \
             for (int p = 0; p < NP; p++) {                                                   \
                 const float *wi = w + ((size_t)p * n_in + i) * 16;                           \
@@ -105,30 +106,30 @@ static inline v8 v_tanh(v8 x) { return 2.0f / (1.0f + v_exp(-2.0f * x)) - 1.0f; 
 TILE(6, 1) TILE(4, 1) TILE(2, 1) TILE(1, 1) TILE(1, 4)
 
 static void linear(const float *x, int ldx, int rows, const float *w, int n_in, int n_out,
-                   const float *init, int ld_init, float *y, int ldy)
+                   const float *bias, float *y, int ldy)
 {
     int full = n_out / 16, p = 0;
     size_t panel = (size_t)n_in * 16;
     if (rows == 1)                              /* one row: 4 panels at a time, 8 sums in flight */
         for (; p + 4 <= full; p += 4)
-            tile_1_4(x, ldx, w + p * panel, n_in, init ? init + 16 * p : NULL, ld_init, y + 16 * p, ldy);
+            tile_1_4(x, ldx, w + p * panel, n_in, bias ? bias + 16 * p : NULL, y + 16 * p, ldy);
     for (; p < full; p++)                       /* rows 6 at a time: each panel read once */
         for (int r = 0; r < rows;) {
             int R = rows - r >= 6 ? 6 : rows - r >= 4 ? 4 : rows - r >= 2 ? 2 : 1;
-            const float *xr = x + (size_t)r * ldx, *ir = init ? init + (size_t)r * ld_init + 16 * p : NULL;
-            float *yr = y + (size_t)r * ldy + 16 * p;
             (R == 6 ? tile_6_1 : R == 4 ? tile_4_1 : R == 2 ? tile_2_1 : tile_1_1)(
-                xr, ldx, w + p * panel, n_in, ir, ld_init, yr, ldy);
+                x + (size_t)r * ldx, ldx, w + p * panel, n_in, bias ? bias + 16 * p : NULL,
+                y + (size_t)r * ldy + 16 * p, ldy);
             r += R;
         }
     int rest = n_out - 16 * full;
-    if (rest)                                   /* the padded last panel, through a buffer */
+    if (rest) {                                 /* the padded last panel, through a buffer */
+        float b[16] = {0}, out[16];
+        if (bias) memcpy(b, bias + 16 * full, rest * sizeof(float));
         for (int r = 0; r < rows; r++) {
-            float in[16] = {0}, out[16];
-            if (init) memcpy(in, init + (size_t)r * ld_init + 16 * full, rest * sizeof(float));
-            tile_1_1(x + (size_t)r * ldx, ldx, w + full * panel, n_in, in, 0, out, 16);
+            tile_1_1(x + (size_t)r * ldx, ldx, w + full * panel, n_in, b, out, 16);
             memcpy(y + (size_t)r * ldy + 16 * full, out, rest * sizeof(float));
         }
+    }
 }
 
 /* ---- element-wise pieces ------------------------------------------------------------ */
@@ -241,7 +242,7 @@ static void tier_step(const Net *net, int k, int t, int pos, const int64_t *hist
     float *top = gh + n * G * d;
     for (int r = 0; r < n; r++)
         for (int i = 0; i < f; i++) frame[r * f + i] = net->deq[hist[(size_t)(pos - f + i) * B + r0 + r]];
-    linear(frame, f, n, tier->w_in, f, d, tier->b_in, 0, x, d);
+    linear(frame, f, n, tier->w_in, f, d, tier->b_in, x, d);
     if (k + 1 < net->n_tiers) {        /* the conditioning from the tier above, for this frame */
         const Tier *above = &net->tiers[k + 1];
         int slot = (t % above->frame_size) / f;
@@ -252,8 +253,8 @@ static void tier_step(const Net *net, int k, int t, int pos, const int64_t *hist
     int ld_in = d;
     for (int l = 0; l < net->n_rnn; l++) {
         float *h = tier->state[l] + (size_t)r0 * d;
-        linear(in, ld_in, n, tier->w_ih[l], d, G * d, tier->b_ih[l], 0, gi, G * d);
-        linear(h, d, n, tier->w_hh[l], d, G * d, tier->b_hh[l], 0, gh, G * d);
+        linear(in, ld_in, n, tier->w_ih[l], d, G * d, tier->b_ih[l], gi, G * d);
+        linear(h, d, n, tier->w_hh[l], d, G * d, tier->b_hh[l], gh, G * d);
         for (int r = 0; r < n; r++) {
             if (net->lstm)
                 lstm_update(h + r * d, tier->state[net->n_rnn + l] + (size_t)(r0 + r) * d,
@@ -266,7 +267,7 @@ static void tier_step(const Net *net, int k, int t, int pos, const int64_t *hist
     }
     int n_top = net->skip ? net->n_rnn * d : d;
     if (!net->skip) top = (float *)in;
-    linear(top, n_top, n, tier->w_up, n_top, tier->ratio * d, tier->b_up, 0,
+    linear(top, n_top, n, tier->w_up, n_top, tier->ratio * d, tier->b_up,
            tier->cond + (size_t)r0 * tier->ratio * d, tier->ratio * d);
 }
 
@@ -297,11 +298,11 @@ static void *run_rows(void *arg)
             float *outs[2] = {m1, m2};
             for (int l = 0; l < net->n_hidden; l++) {
                 float *y = outs[l % 2];
-                linear(in, ld_in, n, net->w_hidden[l], d, d, net->b_hidden[l], 0, y, d);
+                linear(in, ld_in, n, net->w_hidden[l], d, d, net->b_hidden[l], y, d);
                 relu(y, n * d);
                 in = y, ld_in = d;
             }
-            linear(in, ld_in, n, net->w_out, d, q, net->b_out, 0, logits, q);
+            linear(in, ld_in, n, net->w_out, d, q, net->b_out, logits, q);
             int64_t *row = job->hist + (size_t)(pos + j) * B + r0;
             const double *u = job->uniform ? job->uniform + (size_t)(t + j) * B + r0 : NULL;
             for (int r = 0; r < n; r++) {

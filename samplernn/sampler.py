@@ -88,6 +88,11 @@ class Sampler:
 
     sampler = Sampler(model, batch_size, temperature, seed, prime)
     for block in sampler.stream(length): ...   # LongTensor [B, n] blocks of new codes
+
+    backend: "native", "numpy" or "torch" (default: native on the CPU, torch on CUDA).
+    threads: CPU threads for the native backend, each taking a share of the streams
+        (default: every core this process may use).
+    cuda_graph: replay one recorded top frame per step of the loop (default: on CUDA).
     """
 
     def __init__(self, model: SampleRNN, batch_size: int, temperature: float = 1.0,
@@ -135,7 +140,8 @@ class Sampler:
             torch.zeros(shape, dtype=lut.dtype, device=lut.device)
         for i in range(fs0):  # the last fs0 codes before the start feed its first steps
             self.acc[:, :i + 1] += lut[self.history[self.lookback - fs0 + i]][:, fs0 - 1 - i:]
-        # Gumbel noise is drawn in chunks of whole top frames, so blocking never changes it
+        # random numbers (Gumbel noise, or the native kernel's uniforms) are drawn in chunks
+        # of whole top frames, so how the output is blocked never changes them
         chunk = max(64, min(4096, (1 << 22) // (batch_size * self.q_levels)))
         self._noise_chunk_steps = max(self.lookback, chunk // self.lookback * self.lookback)
         self.kernel, self._graph = None, None
@@ -201,15 +207,20 @@ class Sampler:
         return out.reshape(out.shape[0], tier["ratio"], -1)
 
     def _noise_chunk(self, n_steps: int):
-        """Gumbel noise [n_steps, B, q] scaled by the temperature."""
+        """Gumbel noise [n_steps, B, q] scaled by the temperature.
+
+        Drawn in float64: NumPy's float32 exponential is exactly 0 about once in 2^23
+        draws, and each such draw picks a uniformly random code: at T=1 the quick-start
+        model then fell into noise in about half of its streams instead of a quarter.
+        """
         shape = (n_steps, self.batch_size, self.q_levels)
         if self.xp is np:
-            e = self.rng.standard_exponential(shape, dtype=np.float32)
-            g = -np.log(np.maximum(e, np.finfo(np.float32).tiny, out=e), out=e)
-            return g.astype(self.w.w_out.dtype, copy=False) * np.float32(self.temperature)
-        g = torch.empty(shape, device=self.device, dtype=self.dtype)
+            e = self.rng.standard_exponential(shape)
+            g = -np.log(np.maximum(e, np.finfo(np.float64).tiny, out=e), out=e)
+            return (g * self.temperature).astype(self.w.w_out.dtype)
+        g = torch.empty(shape, device=self.device, dtype=torch.float64)
         g.exponential_(generator=self.gen).clamp_(min=torch.finfo(g.dtype).tiny).log_().neg_()
-        return g * self.temperature
+        return (g * self.temperature).to(self.dtype)
 
     def _bias_and_noise(self, step: int, n: int):
         """Output bias plus Gumbel noise for the n steps from absolute step `step` -> [n, B, q].
