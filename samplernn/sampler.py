@@ -18,8 +18,8 @@ once into the next steps' inputs. Three backends run the same arithmetic:
   device tensors.
 
 The Python loop samples with the Gumbel-max trick, noise drawn a chunk at a
-time. Each backend gives the same codes for the same seed every time; greedy
-decoding (temperature 0) gives the same codes on all of them.
+time. Each backend gives the same codes for the same seed every time, and on
+each, greedy decoding (temperature 0) equals the teacher-forced model's argmax.
 """
 
 import math
@@ -238,8 +238,8 @@ class Sampler:
             self._noise += self.w.b_out
         return self._noise[step - self._noise_at:step - self._noise_at + n]
 
-    def _run_python(self, hist, t0: int, n: int, noise=None) -> None:
-        """Steps t0 .. t0 + n of this block (whole top frames), one xp call at a time.
+    def _run_python(self, hist, n: int, noise=None) -> None:
+        """The first n steps of this block (whole top frames), one xp call at a time.
 
         noise [n, B, q]: output bias plus scaled Gumbel noise for these steps (default:
         drawn from the seed here). Every buffer it writes is updated in place, so on CUDA
@@ -249,7 +249,7 @@ class Sampler:
         tiers, fs0 = w.tiers, w.tiers[0]["frame_size"]
         relu = _relu_numpy if self.xp is np else torch.relu_
         conds = [None] * len(tiers)
-        for t in range(t0, t0 + n, fs0):
+        for t in range(0, n, fs0):
             pos = lb + t
             for k in reversed(range(len(tiers))):
                 f = tiers[k]["frame_size"]
@@ -262,7 +262,7 @@ class Sampler:
             acc = self.acc
             acc[:, :fs0] += conds[0]                  # [B, fs0, dim]: this frame's inputs
             frame_noise = self._bias_and_noise(self.steps + t, fs0) if noise is None \
-                else noise[t - t0:t - t0 + fs0]
+                else noise[t:t + fs0]
             for j in range(fs0):
                 p = pos + j
                 x = relu(acc[:, j])                   # row j is used once: in place
@@ -278,29 +278,29 @@ class Sampler:
             acc[:, :fs0] = acc[:, fs0:]
             acc[:, fs0:] = 0
 
-    def _run_native(self, hist: np.ndarray, t0: int, n: int) -> None:
+    def _run_native(self, hist: np.ndarray, n: int) -> None:
         """The same steps in native.c, which draws each code by the inverse CDF from one
         uniform number; the uniforms come from the seed in chunks of whole top frames."""
-        lb, t, chunk = self.lookback, t0, self._noise_chunk_steps
-        while t < t0 + n:
+        lb, t, chunk = self.lookback, 0, self._noise_chunk_steps
+        while t < n:
             step = self.steps + t
             if self.temperature > 0 and (self._noise is None
                                          or not self._noise_at <= step < self._noise_at + chunk):
                 self._noise_at = step - step % chunk
                 self._noise = self.rng.random((chunk, self.batch_size))
-            m = min(t0 + n - t, self._noise_at + chunk - step)
+            m = min(n - t, self._noise_at + chunk - step)
             uniform = None if self.temperature == 0 else \
                 self._noise[step - self._noise_at:step - self._noise_at + m]
             self.kernel.run(hist[t:t + lb + m], lb, uniform, self.temperature)
             t += m
 
-    def _run_graphed(self, hist: torch.Tensor, t0: int, n: int) -> None:
+    def _run_graphed(self, hist: torch.Tensor, n: int) -> None:
         """The same steps on CUDA, one graph replay per top frame (a few hundred kernels
         launched at once) between copies in and out of its fixed buffers."""
         lb = self.lookback
         if self._graph is None:
             self._capture()
-        for t in range(t0, t0 + n, lb):
+        for t in range(0, n, lb):
             self._g_hist[:lb].copy_(hist[t:t + lb])
             if self.temperature > 0:
                 self._g_noise.copy_(self._bias_and_noise(self.steps + t, lb))
@@ -313,7 +313,7 @@ class Sampler:
         self._g_hist = torch.zeros((2 * lb, b), dtype=torch.long, device=self.device)
         self._g_noise = self.w.b_out.expand(lb, b, q).contiguous()
         noise = self._g_noise if self.temperature > 0 else None
-        self._graph = self._record(lambda: self._run_python(self._g_hist, 0, lb, noise))
+        self._graph = self._record(lambda: self._run_python(self._g_hist, lb, noise))
 
     def _record(self, body) -> torch.cuda.CUDAGraph:
         """A CUDA graph of body(), recorded after a warm-up whose effects are undone."""
@@ -349,11 +349,11 @@ class Sampler:
                 hist = torch.empty((lb + n_frames, self.batch_size), dtype=torch.long, device=self.device)
             hist[:lb] = self.history
             if self.kernel is not None:
-                self._run_native(hist, 0, n_frames)
+                self._run_native(hist, n_frames)
             elif self.cuda_graph:
-                self._run_graphed(hist, 0, n_frames)
+                self._run_graphed(hist, n_frames)
             else:
-                self._run_python(hist, 0, n_frames)
+                self._run_python(hist, n_frames)
             self.history = hist[n_frames:].copy() if self.xp is np else hist[n_frames:].clone()
             self.steps += n_frames
             done += n

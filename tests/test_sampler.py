@@ -212,3 +212,18 @@ def test_gumbel_noise_has_no_spikes(backend):
     sampler = Sampler(tiny([2, 8]).float(), 64, 1.0, seed=0, backend=backend)
     top = max(float(sampler._noise_chunk(4096).max()) for _ in range(3))  # 3 x 16.8M draws
     assert top < 30, top
+
+
+def test_an_unwritable_cache_or_a_broken_compiler_falls_back_with_a_warning(monkeypatch, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    for cache, cc in [(blocker / "cache", None), (tmp_path / "cache", str(tmp_path / "no-cc"))]:
+        monkeypatch.setenv("SAMPLERNN_CACHE", str(cache))
+        if cc:
+            monkeypatch.setenv("CC", cc)
+        native.load.cache_clear()
+        try:
+            with pytest.warns(UserWarning, match="could not build the CPU sampling kernel"):
+                assert native.load() is None
+        finally:
+            native.load.cache_clear()
