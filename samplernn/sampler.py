@@ -222,20 +222,25 @@ class Sampler:
         g.exponential_(generator=self.gen).clamp_(min=torch.finfo(g.dtype).tiny).log_().neg_()
         return (g * self.temperature).to(self.dtype)
 
-    def _bias_and_noise(self, step: int, n: int):
-        """Output bias plus Gumbel noise for the n steps from absolute step `step` -> [n, B, q].
+    def _random(self, step: int, n: int):
+        """The random numbers of the n steps from absolute step `step`, which must lie in one
+        chunk: for the native kernel one uniform per stream [n, B] float64; for the Python
+        loop the output bias plus Gumbel noise [n, B, q] (the bias alone when greedy).
 
-        Noise is drawn in fixed chunks (a multiple of the top frame size, so a frame never
-        straddles two), so how the output is blocked never changes it.
+        They are drawn in fixed chunks (a multiple of the top frame size, so a frame never
+        straddles two), so how the output is blocked never changes them.
         """
         if self.temperature == 0:
             b = self.w.b_out
             return np.broadcast_to(b, (n, len(b))) if self.xp is np else b.expand(n, -1)
-        if self._noise is None or not self._noise_at <= step < self._noise_at + len(self._noise):
-            chunk = self._noise_chunk_steps
+        chunk = self._noise_chunk_steps
+        if self._noise is None or not self._noise_at <= step < self._noise_at + chunk:
             self._noise_at = step - step % chunk
-            self._noise = self._noise_chunk(chunk)
-            self._noise += self.w.b_out
+            if self.kernel is not None:
+                self._noise = self.rng.random((chunk, self.batch_size))
+            else:
+                self._noise = self._noise_chunk(chunk)
+                self._noise += self.w.b_out
         return self._noise[step - self._noise_at:step - self._noise_at + n]
 
     def _run_python(self, hist, n: int, noise=None) -> None:
@@ -261,7 +266,7 @@ class Sampler:
                 conds[k] = self._tier_step(k, w.deq[hist[pos - f:pos]].T, above)
             acc = self.acc
             acc[:, :fs0] += conds[0]                  # [B, fs0, dim]: this frame's inputs
-            frame_noise = self._bias_and_noise(self.steps + t, fs0) if noise is None \
+            frame_noise = self._random(self.steps + t, fs0) if noise is None \
                 else noise[t:t + fs0]
             for j in range(fs0):
                 p = pos + j
@@ -284,13 +289,8 @@ class Sampler:
         lb, t, chunk = self.lookback, 0, self._noise_chunk_steps
         while t < n:
             step = self.steps + t
-            if self.temperature > 0 and (self._noise is None
-                                         or not self._noise_at <= step < self._noise_at + chunk):
-                self._noise_at = step - step % chunk
-                self._noise = self.rng.random((chunk, self.batch_size))
-            m = min(n - t, self._noise_at + chunk - step)
-            uniform = None if self.temperature == 0 else \
-                self._noise[step - self._noise_at:step - self._noise_at + m]
+            m = min(n - t, chunk - step % chunk)
+            uniform = None if self.temperature == 0 else self._random(step, m)
             self.kernel.run(hist[t:t + lb + m], lb, uniform, self.temperature)
             t += m
 
@@ -303,7 +303,7 @@ class Sampler:
         for t in range(0, n, lb):
             self._g_hist[:lb].copy_(hist[t:t + lb])
             if self.temperature > 0:
-                self._g_noise.copy_(self._bias_and_noise(self.steps + t, lb))
+                self._g_noise.copy_(self._random(self.steps + t, lb))
             self._graph.replay()
             hist[lb + t:2 * lb + t].copy_(self._g_hist[lb:])
 

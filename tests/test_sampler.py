@@ -227,3 +227,18 @@ def test_an_unwritable_cache_or_a_broken_compiler_falls_back_with_a_warning(monk
                 assert native.load() is None
         finally:
             native.load.cache_clear()
+
+
+@pytest.mark.skipif("native" not in CPU_BACKENDS or DEVICE.type != "cpu",
+                    reason="needs the native backend: the CPU and a C compiler")
+def test_native_greedy_runs_past_one_chunk_of_random_numbers():
+    """Random numbers come in chunks of at most 4096 steps; greedy draws none, and must still
+    step from chunk to chunk (it once looped forever at the first chunk's end)."""
+    from samplernn.sampler import Sampler
+    model = tiny([2, 8]).float()
+    with torch.inference_mode():
+        sampler = Sampler(model, 2, 0.0)
+        length = 2 * sampler._noise_chunk_steps + 8
+        out = torch.cat(list(sampler.stream(length)), 1)
+    assert out.shape == (2, length)
+    assert torch.equal(out, generate(model, 2, length, temperature=0, backend="numpy"))
