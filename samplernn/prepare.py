@@ -34,8 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from samplernn.audio import AudioError, audio_info, float_to_pcm16, iter_audio_blocks
-
-MANIFEST_VERSION = 1
+from samplernn.data import MANIFEST_VERSION, SPLITS  # the reader's format: one definition
 NORMALIZE = ("none", "peak", "minmax")
 PEAK_LEVEL = 0.99
 # Options that change the prepared data; a re-run with the same ones and inputs is a no-op.
@@ -242,7 +241,7 @@ def _assign_splits(kept: list[dict], opts: dict) -> tuple[list[dict], str]:
 
 def _split_totals(files: list[dict], sample_rate: int) -> dict:
     totals = {}
-    for s in ("train", "valid", "test"):
+    for s in SPLITS:
         n = sum(f["n_samples"] for f in files if f["split"] == s)
         totals[s] = {"n_files": sum(f["split"] == s for f in files), "n_samples": n,
                      "seconds": round(n / sample_rate, 6)}
