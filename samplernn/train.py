@@ -85,13 +85,12 @@ def _write_json(path: Path, data: dict) -> None:
 
 def _clip(params, optim_cfg) -> float:
     """Clip as configured; returns the gradient norm before clipping."""
-    norm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
+    if optim_cfg.clip not in ("value", "norm", "none"):
+        raise ValueError(f"optim.clip={optim_cfg.clip!r}; use value, norm or none")
+    max_norm = optim_cfg.clip_value if optim_cfg.clip == "norm" else float("inf")
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)  # the norm before clipping
     if optim_cfg.clip == "value":
         torch.nn.utils.clip_grad_value_(params, optim_cfg.clip_value)
-    elif optim_cfg.clip == "norm":
-        torch.nn.utils.clip_grad_norm_(params, optim_cfg.clip_value)
-    elif optim_cfg.clip != "none":
-        raise ValueError(f"optim.clip={optim_cfg.clip!r}; use value, norm or none")
     return float(norm)
 
 
