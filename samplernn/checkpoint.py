@@ -70,7 +70,7 @@ def read_checkpoint(path, device="cpu") -> dict:
 def load_checkpoint(path, device="cpu") -> tuple[SampleRNN, dict]:
     """Rebuild the model from the checkpoint alone -> (model in eval mode, info dict)."""
     state = read_checkpoint(path, device)
-    model = SampleRNN(SampleRNNConfig(**state["model_config"]))
+    model = SampleRNN(SampleRNNConfig.from_dict(state["model_config"]))
     model.load_state_dict(state["model"])
     model.to(device).eval()
     info = {k: v for k, v in state.items() if k not in ("model", "optimizer", "scheduler")}

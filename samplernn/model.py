@@ -1,17 +1,29 @@
 """The N-tier SampleRNN model (Mehri et al., ICLR 2017, arXiv 1612.07837).
 
 Tiers, bottom-up: a sample-level MLP, then one frame-level RNN tier for each
-entry of `frame_sizes` (samples per frame, each dividing the next). A frame
-tier reads its previous frame of real-valued samples plus the conditioning
-upsampled from the tier above, runs a GRU/LSTM stack, and feeds the tier below
-through r learned linear projections (r = its frame size over the one below).
-The sample-level MLP reads the embeddings of the previous `frame_sizes[0]`
-codes plus its conditioning and ends in logits over `q_levels`.
+entry of `frame_sizes` (samples per frame, each dividing the next). Every tier
+reads its previous frame of samples as real values on the code scale,
+codes / (q_levels / 2) - 1 scaled to [-2, 2), whatever the quantization. The top
+tier feeds that frame straight into its GRU/LSTM stack; a lower tier adds a
+linear projection of it to the conditioning upsampled from the tier above. Each
+frame tier feeds the tier below through r learned linear projections (r = its
+frame size over the one below). The sample-level MLP reads the embeddings of the
+previous `frame_sizes[0]` codes: L1(embeddings) + conditioning -> L2 -> ReLU ->
+L3 -> ReLU -> logits over q_levels. Weights start as in the authors' code
+(lib/ops.py): He-uniform for the linear layers, LeCun-uniform for the RNN input
+and gate matrices and the output layer, orthogonal for the GRU's candidate matrix.
+
+This is the authors' model (models/two_tier, models/three_tier of
+github.com/soroushmehr/sampleRNN_ICLR2017) with one standard change: PyTorch's
+GRU applies the reset gate after the recurrent matrix, r * (W h + b), where
+theirs takes W (r * h). `DEVIATIONS` lists the options that rebuild the model of
+samplernn 0.1 (before this was fixed); docs/fidelity.md measures each.
 
 This module knows nothing of files, Hydra or W&B.
 """
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 from torch import nn
@@ -20,6 +32,13 @@ from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 from .quantize import Q_TYPES, dequantize
 
 RNN_TYPES = ("gru", "lstm")
+FRAME_INPUTS = ("codes", "audio")
+TOP_INPUTS = ("direct", "projected")
+INITS = ("authors", "pytorch")
+# The options that rebuild samplernn 0.1's model; a checkpoint without these keys predates
+# them and loads with these values.
+DEVIATIONS = dict(frame_input="audio", top_input="projected", mlp_first_relu=True,
+                  init="pytorch")
 
 
 @dataclass
@@ -28,6 +47,17 @@ class SampleRNNConfig:
 
     frame_sizes: samples per frame of each frame-level tier, listed bottom-up,
         each dividing the next. [16] is 2-tier, [2, 8] 3-tier, [2, 8, 32] 4-tier.
+    skip_connections: every RNN layer after the first also reads the stack's input,
+        and the tier's output projection reads every layer (Graves 2013, as the authors).
+
+    Deviations from the authors' model, each an option measured in docs/fidelity.md:
+    frame_input: "codes" feeds frames on the code scale [-2, 2) (the authors');
+        "audio" feeds the dequantized amplitude in [-1, 1] (for mu-law the decoded
+        waveform: the bug of samplernn 0.1).
+    top_input: "direct" feeds the top tier's raw frame into its RNN (the authors');
+        "projected" puts Linear(frame_size, dim) before it, as in the lower tiers.
+    mlp_first_relu: a ReLU after the sample-level MLP's first layer (not the authors').
+    init: "authors" (He / LeCun / orthogonal, as lib/ops.py) or "pytorch" (its defaults).
     """
 
     frame_sizes: list[int] = field(default_factory=lambda: [2, 8])
@@ -40,6 +70,10 @@ class SampleRNNConfig:
     q_type: str = "linear"
     learn_h0: bool = True
     weight_norm: bool = True
+    frame_input: str = "codes"
+    top_input: str = "direct"
+    mlp_first_relu: bool = False
+    init: str = "authors"
 
     def __post_init__(self):
         self.frame_sizes = [int(f) for f in self.frame_sizes]
@@ -53,10 +87,12 @@ class SampleRNNConfig:
                     f"model.frame_sizes={self.frame_sizes}: {above} is not a multiple of {below} "
                     "greater than it; list frame sizes bottom-up, each dividing the next "
                     "(e.g. [2, 8] or [2, 8, 32])")
-        if self.rnn_type not in RNN_TYPES:
-            raise ValueError(f"model.rnn_type={self.rnn_type!r} is unknown; use one of {RNN_TYPES}")
-        if self.q_type not in Q_TYPES:
-            raise ValueError(f"model.q_type={self.q_type!r} is unknown; use one of {Q_TYPES}")
+        for name, allowed in (("rnn_type", RNN_TYPES), ("q_type", Q_TYPES),
+                              ("frame_input", FRAME_INPUTS), ("top_input", TOP_INPUTS),
+                              ("init", INITS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"model.{name}={getattr(self, name)!r} is unknown; use one of "
+                                 f"{allowed}")
         if self.q_levels < 2:
             raise ValueError(f"model.q_levels={self.q_levels} must be at least 2")
         for name in ("dim", "n_rnn", "emb_dim"):
@@ -70,36 +106,117 @@ class SampleRNNConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, values: dict) -> "SampleRNNConfig":
+        """A stored config; keys it lacks predate their option and take DEVIATIONS' values."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"model config keys {unknown} are unknown to this version of "
+                             "samplernn; was the checkpoint written by a newer one?")
+        return cls(**{**DEVIATIONS, **values})
 
-def _maybe_wn(module: nn.Module, enabled: bool, *names: str) -> nn.Module:
+
+def frame_values(config: SampleRNNConfig) -> torch.Tensor:
+    """[q_levels] float: the value each code is fed to the frame tiers as (see frame_input)."""
+    codes = torch.arange(config.q_levels)
+    if config.frame_input == "audio":
+        return dequantize(codes, config.q_type, config.q_levels)
+    return (codes.double() / (config.q_levels / 2) - 1.0).mul(2.0).float()
+
+
+# -- initialisation: the authors' lib/ops.py ------------------------------------------------
+
+def _uniform_std(weight: torch.Tensor, std: float) -> None:
+    """Uniform with the given standard deviation (bound std * sqrt(3))."""
+    nn.init.uniform_(weight, -std * math.sqrt(3.0), std * math.sqrt(3.0))
+
+
+def _he(linear: nn.Linear) -> None:
+    _uniform_std(linear.weight, math.sqrt(2.0 / linear.in_features))
+    if linear.bias is not None:
+        nn.init.zeros_(linear.bias)
+
+
+def _lecun_or_orthogonal(linear: nn.Linear) -> None:
+    """The authors' default: LeCun-uniform, or orthogonal for a square matrix."""
+    if linear.in_features == linear.out_features:
+        nn.init.orthogonal_(linear.weight)
+    else:
+        _uniform_std(linear.weight, math.sqrt(1.0 / linear.in_features))
+    if linear.bias is not None:
+        nn.init.zeros_(linear.bias)
+
+
+def _init_rnn(rnn: nn.GRU | nn.LSTM, lstm: bool) -> None:
+    """LeCun-uniform input and gate matrices, zero biases (LSTM forget gate: 3); a GRU's
+    candidate matrix (PyTorch gate order r, z, n: the last block of weight_hh) orthogonal."""
+    d = rnn.hidden_size
+    with torch.no_grad():
+        _uniform_std(rnn.weight_ih_l0, math.sqrt(1.0 / rnn.input_size))
+        _uniform_std(rnn.weight_hh_l0, math.sqrt(1.0 / d))
+        if not lstm:
+            nn.init.orthogonal_(rnn.weight_hh_l0[2 * d:])
+        rnn.bias_ih_l0.zero_()
+        rnn.bias_hh_l0.zero_()
+
+
+def _lstm_forget_bias(rnn: nn.LSTM) -> None:
+    """Gates are (input, forget, cell, output): the forget bias starts at 3, as the authors'."""
+    d = rnn.hidden_size
+    with torch.no_grad():
+        rnn.bias_ih_l0[d:2 * d].fill_(3.0)
+        rnn.bias_hh_l0[d:2 * d].zero_()
+
+
+def _weight_normed(module: nn.Module, *names: str) -> nn.Module:
+    """Weight norm over each output unit, g starting at the initial weights' norms."""
     for name in names or ("weight",):
-        if enabled:
-            _weight_norm(module, name)
+        _weight_norm(module, name)
     return module
 
 
 class FrameTier(nn.Module):
-    """One frame-level tier: frames [B, N, frame_size] -> conditioning [B, N * ratio, dim]."""
+    """One frame-level tier: frames [B, N, frame_size] -> conditioning [B, N * ratio, dim].
 
-    def __init__(self, config: SampleRNNConfig, frame_size: int, ratio: int):
+    The top tier (`top=True`) feeds its frames straight into the RNN when
+    config.top_input is "direct"; every other tier adds Linear(frame_size, dim)(frames)
+    to the conditioning from above first.
+    """
+
+    def __init__(self, config: SampleRNNConfig, frame_size: int, ratio: int, top: bool):
         super().__init__()
         self.frame_size, self.ratio = frame_size, ratio
         self.lstm = config.rnn_type == "lstm"
-        dim, wn = config.dim, config.weight_norm
-        self.input = _maybe_wn(nn.Linear(frame_size, dim), wn)
+        dim, authors = config.dim, config.init == "authors"
+        self.input = None
+        if not (top and config.top_input == "direct"):
+            self.input = nn.Linear(frame_size, dim)
+            if authors:
+                _he(self.input)
+        self.n_in = dim if self.input is not None else frame_size  # the stack's input size
+        self.skip_connections = config.skip_connections
         rnn_class = nn.LSTM if self.lstm else nn.GRU
         self.rnns = nn.ModuleList()
-        for _ in range(config.n_rnn):
-            rnn = rnn_class(dim, dim, batch_first=True)
-            if self.lstm:  # gates are (input, forget, cell, output): forget bias starts at 3
-                with torch.no_grad():
-                    rnn.bias_ih_l0[dim:2 * dim].fill_(3.0)
-                    rnn.bias_hh_l0[dim:2 * dim].zero_()
-            self.rnns.append(_maybe_wn(rnn, wn, "weight_ih_l0", "weight_hh_l0"))
+        for layer in range(config.n_rnn):
+            n_in = self.n_in if layer == 0 else dim + (self.n_in if self.skip_connections else 0)
+            rnn = rnn_class(n_in, dim, batch_first=True)
+            if authors:
+                _init_rnn(rnn, self.lstm)
+            if self.lstm:
+                _lstm_forget_bias(rnn)
+            self.rnns.append(rnn)
         n_out = config.n_rnn if config.skip_connections else 1
-        self.skip_connections = config.skip_connections
         # r separate projections dim -> dim, stored as one [r * dim, n_out * dim] linear.
-        self.upsample = _maybe_wn(nn.Linear(n_out * dim, ratio * dim), wn)
+        self.upsample = nn.Linear(n_out * dim, ratio * dim)
+        if authors:
+            _he(self.upsample)
+        if config.weight_norm:
+            for module in [self.input, self.upsample]:
+                if module is not None:
+                    _weight_normed(module)
+            for rnn in self.rnns:
+                _weight_normed(rnn, "weight_ih_l0", "weight_hh_l0")
         n_state = config.n_rnn * (2 if self.lstm else 1)
         h0 = torch.zeros(n_state, 1, dim)
         if config.learn_h0:
@@ -112,16 +229,16 @@ class FrameTier(nn.Module):
         return self.h0.expand(-1, batch_size, -1)
 
     def forward(self, frames: torch.Tensor, cond: torch.Tensor | None, hidden: torch.Tensor):
-        """frames [B, N, frame_size] float, cond [B, N, dim] or None, hidden as initial_hidden.
-
-        Returns (out [B, N * ratio, dim], hidden).
-        """
-        x = self.input(frames)
+        """frames [B, N, frame_size] float, cond [B, N, dim] or None (top tier), hidden as
+        initial_hidden. Returns (out [B, N * ratio, dim], hidden)."""
+        x0 = frames if self.input is None else self.input(frames)
         if cond is not None:
-            x = x + cond
+            x0 = x0 + cond
         n = len(self.rnns)
-        outputs, states = [], []
+        x, outputs, states = x0, [], []
         for layer, rnn in enumerate(self.rnns):
+            if layer and self.skip_connections:
+                x = torch.cat([x, x0], dim=-1)
             if self.lstm:
                 state = (hidden[layer:layer + 1].contiguous(), hidden[n + layer:n + layer + 1].contiguous())
                 x, (h, c) = rnn(x, state)
@@ -142,18 +259,27 @@ class SampleMLP(nn.Module):
 
     def __init__(self, config: SampleRNNConfig):
         super().__init__()
-        dim, wn = config.dim, config.weight_norm
+        dim = config.dim
         self.frame_size = config.frame_sizes[0]
-        self.embedding = nn.Embedding(config.q_levels, config.emb_dim)
-        self.input = _maybe_wn(nn.Linear(self.frame_size * config.emb_dim, dim, bias=False), wn)
-        self.hidden = nn.ModuleList([_maybe_wn(nn.Linear(dim, dim), wn) for _ in range(2)])
-        self.output = _maybe_wn(nn.Linear(dim, config.q_levels), wn)
+        self.first_relu = config.mlp_first_relu
+        self.embedding = nn.Embedding(config.q_levels, config.emb_dim)  # N(0, 1), as the authors'
+        self.input = nn.Linear(self.frame_size * config.emb_dim, dim, bias=False)
+        self.hidden = nn.ModuleList([nn.Linear(dim, dim) for _ in range(2)])
+        self.output = nn.Linear(dim, config.q_levels)
+        if config.init == "authors":
+            for layer in [self.input, *self.hidden]:
+                _he(layer)
+            _lecun_or_orthogonal(self.output)
+        if config.weight_norm:
+            for layer in [self.input, *self.hidden, self.output]:
+                _weight_normed(layer)
 
     def forward(self, prev_codes: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """prev_codes [B, T, frame_size] long, cond [B, T, dim] -> logits [B, T, q_levels]."""
         b, t, f = prev_codes.shape
         x = self.input(self.embedding(prev_codes).reshape(b, t, -1)) + cond
-        x = torch.relu(x)
+        if self.first_relu:
+            x = torch.relu(x)
         for layer in self.hidden:
             x = torch.relu(layer(x))
         return self.output(x)
@@ -173,8 +299,10 @@ class SampleRNN(nn.Module):
         self.config = config
         fs = config.frame_sizes
         ratios = [fs[0]] + [above // below for below, above in zip(fs, fs[1:])]
-        self.tiers = nn.ModuleList(FrameTier(config, f, r) for f, r in zip(fs, ratios))
+        self.tiers = nn.ModuleList(FrameTier(config, f, r, top=k == len(fs) - 1)
+                                   for k, (f, r) in enumerate(zip(fs, ratios)))
         self.sample_mlp = SampleMLP(config)
+        self.register_buffer("frame_values", frame_values(config), persistent=False)
 
     @property
     def lookback(self) -> int:
@@ -201,12 +329,12 @@ class SampleRNN(nn.Module):
         if hidden is None:
             hidden = self.initial_hidden(b)
         dtype = self.sample_mlp.embedding.weight.dtype
-        wav = dequantize(codes, self.config.q_type, self.config.q_levels).to(dtype)
+        values = self.frame_values.to(dtype)[codes]  # [B, lookback + T]
         cond, new_hidden = None, [None] * len(self.tiers)
         for k in reversed(range(len(self.tiers))):
             tier = self.tiers[k]
             f = tier.frame_size
-            frames = wav[:, lookback - f:lookback - f + t].reshape(b, t // f, f)
+            frames = values[:, lookback - f:lookback - f + t].reshape(b, t // f, f)
             cond, new_hidden[k] = tier(frames, cond, hidden[k])
         f = self.sample_mlp.frame_size
         prev = codes[:, lookback - f:length - 1].unfold(1, f, 1)  # [B, T, f]

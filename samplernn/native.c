@@ -31,22 +31,22 @@ static inline v8 v_select(i8v mask, v8 a, v8 b) { return (v8)(((i8v)a & mask) | 
 /* Mirrored by ctypes structures in native.py: keep the field order. Matrices are
  * stored for x @ w and packed in column panels (see linear). */
 typedef struct {
-    int frame_size, ratio;
-    const float *w_in, *b_in;          /* [frame_size, d], [d] */
+    int frame_size, ratio, n_in;       /* n_in: the RNN stack's input size (frame_size or d) */
+    const float *w_in, *b_in;          /* [frame_size, d], [d]; NULL: the frame goes straight in */
     const float *w_up, *b_up;          /* [n_top * d, ratio * d], [ratio * d] */
-    const float **w_ih, **b_ih;        /* per layer: [d, G * d], [G * d] */
+    const float **w_ih, **b_ih;        /* per layer: [n_in (layer 0), d (+ n_in with skip), G * d] */
     const float **w_hh, **b_hh;
     float **state;                     /* n_state arrays [B, d]: h per layer, then c (LSTM) */
     float *cond;                       /* [B, ratio * d]: this tier's output for the tier below */
 } Tier;
 
 typedef struct {
-    int n_tiers, n_rnn, lstm, skip, dim, q_levels, batch, n_hidden;
+    int n_tiers, n_rnn, lstm, skip, dim, q_levels, batch, n_hidden, first_relu;
     Tier *tiers;                       /* bottom-up */
     const float *lut;                  /* [q, fs0, d]: what a code adds k + 1 steps after it */
     const float **w_hidden, **b_hidden;/* [d, d], [d] */
     const float *w_out, *b_out;        /* [d, q], [q] */
-    const float *deq;                  /* [q]: each code's sample value */
+    const float *frame_values;         /* [q]: what each code is fed to the frame tiers as */
     float *acc;                        /* [B, 2 * fs0, d]: first-layer inputs of this frame and the next */
 } Net;
 
@@ -238,22 +238,35 @@ static void tier_step(const Net *net, int k, int t, int pos, const int64_t *hist
 {
     const Tier *tier = &net->tiers[k];
     int d = net->dim, f = tier->frame_size, B = net->batch, G = net->lstm ? 4 : 3;
+    int n0 = tier->n_in, n_cat = d + n0;
     float *frame = scratch, *x = frame + n * f, *gi = x + n * d, *gh = gi + n * G * d;
-    float *top = gh + n * G * d;
+    float *top = gh + n * G * d, *cat = top + n * net->n_rnn * d;
     for (int r = 0; r < n; r++)
-        for (int i = 0; i < f; i++) frame[r * f + i] = net->deq[hist[(size_t)(pos - f + i) * B + r0 + r]];
-    linear(frame, f, n, tier->w_in, f, d, tier->b_in, x, d);
+        for (int i = 0; i < f; i++)
+            frame[r * f + i] = net->frame_values[hist[(size_t)(pos - f + i) * B + r0 + r]];
+    const float *x0 = frame;           /* the stack's input [n, n0] */
+    if (tier->w_in) {
+        linear(frame, f, n, tier->w_in, f, d, tier->b_in, x, d);
+        x0 = x;
+    }
     if (k + 1 < net->n_tiers) {        /* the conditioning from the tier above, for this frame */
         const Tier *above = &net->tiers[k + 1];
         int slot = (t % above->frame_size) / f;
         for (int r = 0; r < n; r++)
             add(x + r * d, above->cond + ((size_t)(r0 + r) * above->ratio + slot) * d, d);
     }
-    const float *in = x;
-    int ld_in = d;
+    const float *in = x0;
+    int ld_in = n0, n_in = n0;
     for (int l = 0; l < net->n_rnn; l++) {
         float *h = tier->state[l] + (size_t)r0 * d;
-        linear(in, ld_in, n, tier->w_ih[l], d, G * d, tier->b_ih[l], gi, G * d);
+        if (l && net->skip) {          /* later layers also read the stack's input */
+            for (int r = 0; r < n; r++) {
+                memcpy(cat + (size_t)r * n_cat, in + (size_t)r * ld_in, d * sizeof(float));
+                memcpy(cat + (size_t)r * n_cat + d, x0 + (size_t)r * n0, n0 * sizeof(float));
+            }
+            in = cat, ld_in = n_in = n_cat;
+        }
+        linear(in, ld_in, n, tier->w_ih[l], n_in, G * d, tier->b_ih[l], gi, G * d);
         linear(h, d, n, tier->w_hh[l], d, G * d, tier->b_hh[l], gh, G * d);
         for (int r = 0; r < n; r++) {
             if (net->lstm)
@@ -263,7 +276,7 @@ static void tier_step(const Net *net, int k, int t, int pos, const int64_t *hist
                 gru_update(h + r * d, gi + r * G * d, gh + r * G * d, d);
             if (net->skip) memcpy(top + ((size_t)r * net->n_rnn + l) * d, h + r * d, d * sizeof(float));
         }
-        in = h, ld_in = d;
+        in = h, ld_in = n_in = d;
     }
     int n_top = net->skip ? net->n_rnn * d : d;
     if (!net->skip) top = (float *)in;
@@ -277,7 +290,7 @@ static void *run_rows(void *arg)
     const Net *net = job->net;
     int d = net->dim, q = net->q_levels, B = net->batch, n = job->r1 - job->r0, r0 = job->r0;
     int fs0 = net->tiers[0].frame_size, G = net->lstm ? 4 : 3, maxf = job->lookback;
-    size_t tier_floats = (size_t)n * (maxf + d + 2 * G * d + net->n_rnn * d);
+    size_t tier_floats = (size_t)n * (maxf + d + 2 * G * d + net->n_rnn * d + 2 * d + maxf);
     size_t mlp_floats = (size_t)n * (2 * d + q) + q;
     float *scratch = malloc((tier_floats > mlp_floats ? tier_floats : mlp_floats) * sizeof(float));
     if (!scratch) return (void *)1;
@@ -292,7 +305,8 @@ static void *run_rows(void *arg)
         for (int r = 0; r < n; r++) add(acc + r * ld_acc, cond + (size_t)r * fs0 * d, fs0 * d);
         for (int j = 0; j < fs0; j++) {
             float *x = acc + (size_t)j * d;
-            for (int r = 0; r < n; r++) relu(x + r * ld_acc, d);
+            if (net->first_relu)
+                for (int r = 0; r < n; r++) relu(x + r * ld_acc, d);
             const float *in = x;
             int ld_in = (int)ld_acc;
             float *outs[2] = {m1, m2};

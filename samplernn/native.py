@@ -29,7 +29,7 @@ _fp = ctypes.POINTER(_f)
 
 
 class _Tier(ctypes.Structure):
-    _fields_ = [("frame_size", ctypes.c_int), ("ratio", ctypes.c_int),
+    _fields_ = [("frame_size", ctypes.c_int), ("ratio", ctypes.c_int), ("n_in", ctypes.c_int),
                 ("w_in", _f), ("b_in", _f), ("w_up", _f), ("b_up", _f),
                 ("w_ih", _fp), ("b_ih", _fp), ("w_hh", _fp), ("b_hh", _fp),
                 ("state", _fp), ("cond", _f)]
@@ -38,10 +38,10 @@ class _Tier(ctypes.Structure):
 class _Net(ctypes.Structure):
     _fields_ = [("n_tiers", ctypes.c_int), ("n_rnn", ctypes.c_int), ("lstm", ctypes.c_int),
                 ("skip", ctypes.c_int), ("dim", ctypes.c_int), ("q_levels", ctypes.c_int),
-                ("batch", ctypes.c_int), ("n_hidden", ctypes.c_int),
+                ("batch", ctypes.c_int), ("n_hidden", ctypes.c_int), ("first_relu", ctypes.c_int),
                 ("tiers", ctypes.POINTER(_Tier)), ("lut", _f),
                 ("w_hidden", _fp), ("b_hidden", _fp), ("w_out", _f), ("b_out", _f),
-                ("deq", _f), ("acc", _f)]
+                ("frame_values", _f), ("acc", _f)]
 
 
 def cache_dir() -> Path:
@@ -147,12 +147,14 @@ class Kernel:
         tiers = (_Tier * len(w.tiers))()
         for tier, t, s, cond in zip(tiers, w.tiers, state, self.conds):
             w_ih, b_ih, w_hh, b_hh = zip(*t["layers"])
-            packed = [pack(t["w_in"]), pack(t["w_up"])]
+            direct = t["w_in"] is None  # the top tier's frame goes straight into its RNN
+            packed = [None if direct else pack(t["w_in"]), pack(t["w_up"])]
             arrays = [_ptrs(self._own([pack(x) for x in w_ih])), _ptrs(b_ih),
                       _ptrs(self._own([pack(x) for x in w_hh])), _ptrs(b_hh), _ptrs(s)]
             self._keep += arrays + packed + [b_ih, b_hh]
-            tier.frame_size, tier.ratio = t["frame_size"], t["ratio"]
-            tier.w_in, tier.b_in = _ptr(packed[0]), _ptr(t["b_in"])
+            tier.frame_size, tier.ratio, tier.n_in = t["frame_size"], t["ratio"], t["n_in"]
+            if not direct:
+                tier.w_in, tier.b_in = _ptr(packed[0]), _ptr(t["b_in"])
             tier.w_up, tier.b_up = _ptr(packed[1]), _ptr(t["b_up"])
             tier.w_ih, tier.b_ih, tier.w_hh, tier.b_hh, tier.state = arrays
             tier.cond = _ptr(cond)
@@ -161,8 +163,9 @@ class Kernel:
         w_out = pack(w.w_out)
         self._keep += [tiers, hidden_w, hidden_b, w_out, w, state, acc]
         self.net = _Net(len(w.tiers), w.n_rnn, int(w.lstm), int(w.skip), dim,
-                        len(w.b_out), batch_size, len(w.hidden), tiers, _ptr(w.lut_rev),
-                        hidden_w, hidden_b, _ptr(w_out), _ptr(w.b_out), _ptr(w.deq), _ptr(acc))
+                        len(w.b_out), batch_size, len(w.hidden), int(w.first_relu), tiers,
+                        _ptr(w.lut_rev), hidden_w, hidden_b, _ptr(w_out), _ptr(w.b_out),
+                        _ptr(w.frame_values), _ptr(acc))
 
     def _own(self, arrays: list) -> list:
         self._keep.append(arrays)

@@ -31,7 +31,7 @@ from torch.nn.utils import parametrize
 
 from . import native
 from .model import SampleRNN
-from .quantize import dequantize, silence_code
+from .quantize import silence_code
 
 BACKENDS = ("native", "numpy", "torch")
 
@@ -59,6 +59,7 @@ class _Weights:
         self.lstm = cfg.rnn_type == "lstm"
         self.skip = cfg.skip_connections
         self.n_rnn = cfg.n_rnn
+        self.first_relu = cfg.mlp_first_relu
         with torch.no_grad(), parametrize.cached():
             t = lambda w: to_array(w.detach().t().contiguous())  # noqa: E731
             v = lambda b: to_array(b.detach().contiguous())  # noqa: E731
@@ -66,9 +67,11 @@ class _Weights:
             for tier in model.tiers:
                 layers = [(t(r.weight_ih_l0), v(r.bias_ih_l0), t(r.weight_hh_l0), v(r.bias_hh_l0))
                           for r in tier.rnns]
+                direct = tier.input is None  # the top tier's frame goes straight into its RNN
                 self.tiers.append(dict(
-                    frame_size=tier.frame_size, ratio=tier.ratio,
-                    w_in=t(tier.input.weight), b_in=v(tier.input.bias), layers=layers,
+                    frame_size=tier.frame_size, ratio=tier.ratio, n_in=tier.n_in,
+                    w_in=None if direct else t(tier.input.weight),
+                    b_in=None if direct else v(tier.input.bias), layers=layers,
                     w_up=t(tier.upsample.weight), b_up=v(tier.upsample.bias)))
             mlp = model.sample_mlp
             emb = mlp.embedding.weight                       # [q, emb]
@@ -79,8 +82,8 @@ class _Weights:
             self.lut_rev = to_array(torch.stack(luts[::-1], dim=1).contiguous())  # [q, fs0, dim]
             self.hidden = [(t(layer.weight), v(layer.bias)) for layer in mlp.hidden]
             self.w_out, self.b_out = t(mlp.output.weight), v(mlp.output.bias)
-            levels = torch.arange(cfg.q_levels, device=emb.device)
-            self.deq = to_array(dequantize(levels, cfg.q_type, cfg.q_levels).to(emb.dtype))
+            # what each code is fed to the frame tiers as
+            self.frame_values = to_array(model.frame_values.to(emb.dtype))
 
 
 class Sampler:
@@ -180,12 +183,14 @@ class Sampler:
     def _tier_step(self, k: int, frame, cond):
         """frame [B, frame_size] float, cond [B, dim] or None -> conditioning [B, ratio, dim]."""
         xp, w, tier = self.xp, self.w, self.w.tiers[k]
-        x = frame @ tier["w_in"] + tier["b_in"]
+        x0 = frame if tier["w_in"] is None else frame @ tier["w_in"] + tier["b_in"]
         if cond is not None:
-            x = x + cond
-        state, n, outputs = self.state[k], self.w.n_rnn, []
+            x0 = x0 + cond
+        state, n, outputs, x = self.state[k], self.w.n_rnn, [], x0
         for layer, (w_ih, b_ih, w_hh, b_hh) in enumerate(tier["layers"]):
             h = state[layer]
+            if layer and w.skip:  # later layers also read the stack's input
+                x = xp.concatenate([x, x0], -1)
             gi, gh = x @ w_ih + b_ih, h @ w_hh + b_hh
             d = h.shape[-1]
             if w.lstm:
@@ -263,14 +268,14 @@ class Sampler:
                 above = None
                 if k + 1 < len(tiers):
                     above = conds[k + 1][:, (t % tiers[k + 1]["frame_size"]) // f]
-                conds[k] = self._tier_step(k, w.deq[hist[pos - f:pos]].T, above)
+                conds[k] = self._tier_step(k, w.frame_values[hist[pos - f:pos]].T, above)
             acc = self.acc
             acc[:, :fs0] += conds[0]                  # [B, fs0, dim]: this frame's inputs
             frame_noise = self._random(self.steps + t, fs0) if noise is None \
                 else noise[t:t + fs0]
             for j in range(fs0):
                 p = pos + j
-                x = relu(acc[:, j])                   # row j is used once: in place
+                x = relu(acc[:, j]) if w.first_relu else acc[:, j]  # row j is used once
                 for w_h, b_h in w.hidden:
                     x = x @ w_h
                     x += b_h
