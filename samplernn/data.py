@@ -9,8 +9,11 @@ Positions before s are silence (`silence_code`), so a segment's first sample is 
 from silence; `reset` says the row's hidden state must start from the initial state.
 
 Training (`TrainStream`) is an infinite stream, deterministic in (seed, batch index), that can
-resume at any batch. Evaluation (`EvalStream`) covers a split exactly once, in manifest order.
+resume at any batch. Evaluation (`EvalStream`) covers a split exactly once, in manifest order,
+state carried through whole files, or (`piece_samples`, the paper's protocol) through each
+8-second piece of a file from the initial state.
 """
+
 
 import heapq
 import json
@@ -27,6 +30,8 @@ from samplernn.quantize import quantize
 
 MANIFEST_VERSION = 1
 SPLITS = ("train", "valid", "test")
+ORDERS = ("epoch", "random")
+PROTOCOLS = ("files", "paper")
 
 
 class PreparedDataset:
@@ -99,6 +104,16 @@ def _check_sizes(batch_size: int, seq_len: int, lookback: int) -> None:
                          "each must be at least 1")
 
 
+def pieces(files: list[dict], piece_samples: int | None) -> list[tuple[int, int]]:
+    """(absolute offset, n_samples) of each file cut from its start into pieces of
+    piece_samples (the last one shorter); None keeps whole files."""
+    out = []
+    for f in files:
+        step = piece_samples or f["n_samples"]
+        out += [(f["offset"] + a, min(step, f["n_samples"] - a)) for a in range(0, f["n_samples"], step)]
+    return out
+
+
 class _ChunkBuilder:
     """Fills float rows from the memmap and quantizes them into a Batch."""
 
@@ -154,41 +169,75 @@ def _uniform(seed: int, row, n, stream: int) -> np.ndarray:
 class TrainStream(IterableDataset):
     """Infinite stream of training `Batch`es, deterministic in (seed, batch index).
 
-    Each row plays random segments one after another. Segment n of row r is a pure function
-    of (seed, r, n) (`segment`): a train file drawn with probability proportional to its
-    length (files shorter than seq_len are never used), a length of
-    min(segment_samples, file length) rounded down to a multiple of seq_len, and a uniform
-    start inside the file. Rows reset independently. `start_step=k` resumes at batch k
-    exactly (the plan is replayed in integers, no audio is read). Under a DataLoader with W
-    workers, worker w yields batches start_step + w, start_step + w + W, ..., so the loader's
-    round-robin keeps the order of W = 0.
+    Each row plays segments one after another, of at most `segment_samples` each, rounded
+    down to a multiple of seq_len; rows reset independently. Segment n of row r is a pure
+    function of (seed, r, n) (`segment`), in one of two orders:
+
+    - "epoch" (the authors' and the older PyTorch port's): the train files are cut from
+      their start into pieces of segment_samples (the pieces the paper's min-max
+      normalisation works on); the pieces are shuffled once per epoch and dealt out to
+      the rows in turn (segment n of row r is piece n * B + r of the shuffled sequence),
+      so every piece is played once before any is repeated. A piece's part that does not
+      fill a whole chunk is skipped at a random offset, different every epoch.
+    - "random": each segment is a file drawn with probability proportional to its length
+      (with replacement) and a uniform start inside it.
+
+    Pieces or files shorter than seq_len are never used. `start_step=k` resumes at batch
+    k exactly (the plan is replayed in integers, no audio is read). Under a DataLoader with
+    W workers, worker w yields batches start_step + w, start_step + w + W, ..., so the
+    loader's round-robin keeps the order of W = 0.
     """
 
     def __init__(self, dataset: PreparedDataset, batch_size: int, seq_len: int, lookback: int,
                  segment_samples: int, q_type: str = "linear", q_levels: int = 256,
-                 seed: int = 0, start_step: int = 0):
+                 seed: int = 0, start_step: int = 0, order: str = "epoch"):
         self.builder = _ChunkBuilder(dataset, batch_size, seq_len, lookback, q_type, q_levels)
         if segment_samples < seq_len:
             raise ValueError(f"segment_samples={segment_samples} is shorter than seq_len={seq_len}"
                              "; raise the segment length or lower train.seq_len")
         if start_step < 0:
             raise ValueError(f"start_step={start_step} must be >= 0")
-        files = [f for f in dataset.files("train") if f["n_samples"] >= seq_len]
-        if not files:
+        if order not in ORDERS:
+            raise ValueError(f"train.order={order!r} is unknown; use one of {ORDERS}")
+        runs = pieces(dataset.files("train"), segment_samples if order == "epoch" else None)
+        runs = [r for r in runs if r[1] >= seq_len]
+        if not runs:
             longest = max((f["n_samples"] for f in dataset.files("train")), default=0)
             raise ValueError(f"no train file of {dataset.path} is as long as seq_len={seq_len} "
                              f"samples (longest: {longest}); lower train.seq_len")
-        self.offsets = np.array([f["offset"] for f in files], np.int64)
-        self.lengths = np.array([f["n_samples"] for f in files], np.int64)
+        self.offsets = np.array([r[0] for r in runs], np.int64)
+        self.lengths = np.array([r[1] for r in runs], np.int64)
         self.cdf = np.cumsum(self.lengths) / self.lengths.sum()
         self.segment_samples, self.seed, self.start_step = int(segment_samples), seed, start_step
+        self.order, self._permutations = order, {}
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        """The order of the pieces in one epoch (the last few epochs' are kept)."""
+        if epoch not in self._permutations:
+            if len(self._permutations) >= 64:
+                self._permutations.pop(next(iter(self._permutations)))
+            keys = _uniform(self.seed, epoch, np.arange(len(self.lengths)), 2)
+            self._permutations[epoch] = np.argsort(keys, kind="stable")
+        return self._permutations[epoch]
+
+    def _pieces(self, row, n) -> np.ndarray:
+        """Which piece (or file) segment n of row `row` plays; row and n broadcast."""
+        if self.order == "random":
+            return np.minimum(np.searchsorted(self.cdf, _uniform(self.seed, row, n, 0), side="right"),
+                              len(self.lengths) - 1)
+        m = np.atleast_1d(np.asarray(n) * self.builder.B + np.asarray(row))
+        epoch, slot = np.divmod(m, len(self.lengths))
+        out = np.empty(epoch.shape, np.int64)
+        for e in np.unique(epoch):
+            here = epoch == e
+            out[here] = self._permutation(int(e))[slot[here]]
+        return out
 
     def segment(self, row, n) -> tuple[np.ndarray, np.ndarray]:
         """(absolute start sample, number of chunks) of segment n of row `row`; row and n may
         be broadcastable integer arrays."""
         T = self.builder.T
-        i = np.minimum(np.searchsorted(self.cdf, _uniform(self.seed, row, n, 0), side="right"),
-                       len(self.lengths) - 1)
+        i = self._pieces(row, n)
         length = np.minimum(self.segment_samples, self.lengths[i]) // T * T
         start = (_uniform(self.seed, row, n, 1) * (self.lengths[i] - length + 1)).astype(np.int64)
         return self.offsets[i] + start, length // T
@@ -247,26 +296,30 @@ class TrainStream(IterableDataset):
 class EvalStream(IterableDataset):
     """Every sample of a split predicted exactly once, deterministically; len() = batches.
 
-    Rows take the split's files from one queue in manifest order (a free row takes the next
-    file; ties go to the lower row) and walk each file whole, carrying state between its chunks
-    (reset=True on a file's first chunk). The last chunk of a file is padded with silence and
-    masked; rows with nothing left are all-masked silence with reset=True.
+    Rows take runs from one queue in manifest order (a free row takes the next; ties go to
+    the lower row) and walk each run whole, carrying state between its chunks (reset=True on
+    a run's first chunk). A run is a whole file, or with `piece_samples` each piece of that
+    many samples cut from a file's start (the paper's protocol: state reset every 8 s).
+    The last chunk of a run is padded with silence and masked; rows with nothing left are
+    all-masked silence with reset=True.
     """
 
     def __init__(self, dataset: PreparedDataset, split: str, batch_size: int, seq_len: int,
-                 lookback: int, q_type: str = "linear", q_levels: int = 256):
+                 lookback: int, q_type: str = "linear", q_levels: int = 256,
+                 piece_samples: int | None = None):
         self.builder = _ChunkBuilder(dataset, batch_size, seq_len, lookback, q_type, q_levels)
-        self.files = dataset.files(split)
-        if not self.files:
+        files = dataset.files(split)
+        if not files:
             raise ValueError(f"split {split!r} of {dataset.path} has no files; prepare it with "
                              f"{split}_fraction > 0")
-        self.n_targets = sum(f["n_samples"] for f in self.files)
-        # plan[row] = [(file index, first batch, n_chunks), ...]
+        self.runs = pieces(files, piece_samples)
+        self.n_targets = sum(n for _, n in self.runs)
+        # plan[row] = [(run index, first batch, n_chunks), ...]
         self.plan: list[list[tuple[int, int, int]]] = [[] for _ in range(batch_size)]
         free = [(0, row) for row in range(batch_size)]
-        for i, f in enumerate(self.files):
+        for i, (_, n_samples) in enumerate(self.runs):
             t, row = heapq.heappop(free)
-            n_chunks = math.ceil(f["n_samples"] / seq_len)
+            n_chunks = math.ceil(n_samples / seq_len)
             self.plan[row].append((i, t, n_chunks))
             heapq.heappush(free, (t + n_chunks, row))
         self.n_batches = max(t for t, _ in free)
@@ -286,24 +339,26 @@ class EvalStream(IterableDataset):
                     reset[row] = True                       # idle: nothing left to predict
                     continue
                 i, first, _ = runs[position[row]]
-                f = self.files[i]
-                self.builder.fill(wav, mask, row, f["offset"], f["n_samples"], k - first)
+                offset, n_samples = self.runs[i]
+                self.builder.fill(wav, mask, row, offset, n_samples, k - first)
                 reset[row] = k == first
             yield self.builder.batch(wav, reset, mask)
 
 
 def train_loader(dataset: PreparedDataset, batch_size: int, seq_len: int, lookback: int,
                  segment_samples: int, q_type: str = "linear", q_levels: int = 256,
-                 seed: int = 0, start_step: int = 0, num_workers: int = 1) -> DataLoader:
+                 seed: int = 0, start_step: int = 0, num_workers: int = 1,
+                 order: str = "epoch") -> DataLoader:
     """DataLoader over a TrainStream; batch order is the same for any num_workers."""
     stream = TrainStream(dataset, batch_size, seq_len, lookback, segment_samples, q_type,
-                         q_levels, seed, start_step)
+                         q_levels, seed, start_step, order)
     return DataLoader(stream, batch_size=None, num_workers=num_workers)
 
 
 def eval_loader(dataset: PreparedDataset, split: str, batch_size: int, seq_len: int,
                 lookback: int, q_type: str = "linear", q_levels: int = 256,
-                num_workers: int = 0) -> DataLoader:
+                num_workers: int = 0, piece_samples: int | None = None) -> DataLoader:
     """DataLoader over an EvalStream; len() is the number of batches."""
-    stream = EvalStream(dataset, split, batch_size, seq_len, lookback, q_type, q_levels)
+    stream = EvalStream(dataset, split, batch_size, seq_len, lookback, q_type, q_levels,
+                        piece_samples)
     return DataLoader(stream, batch_size=None, num_workers=num_workers)

@@ -1,7 +1,11 @@
 """Exact NLL in bits per sample over a whole split, and the evaluate command.
 
-Every sample of the split is predicted exactly once, with the recurrent state
-carried through each file: the number compares across runs and implementations.
+Every sample of the split is predicted exactly once. Two protocols:
+- "files" (the default): the recurrent state is carried through each whole file.
+- "paper": the state starts afresh every 8 seconds of each file (the dataset's
+  `chunk_seconds`, the pieces that prepare's normalize=minmax scales), as the paper's
+  Table 1 was measured; on a dataset prepared with normalize=minmax this is the
+  authors' protocol.
 """
 
 import json
@@ -11,31 +15,49 @@ import torch
 from omegaconf import DictConfig
 
 from .checkpoint import load_checkpoint
-from .data import PreparedDataset, eval_loader
+from .data import PROTOCOLS, PreparedDataset, eval_loader, pieces
 from .device import autocast, pick_device
 from .model import SampleRNN
 from .quantize import nll_bits
 
 
+PAPER_SECONDS = 8.0
+
+
+def piece_samples(dataset: PreparedDataset, protocol: str) -> int | None:
+    """Samples between state resets: None (whole files) or the paper's 8-s pieces."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol={protocol!r} is unknown; use one of {PROTOCOLS}")
+    if protocol == "files":
+        return None
+    seconds = dataset.manifest.get("options", {}).get("chunk_seconds", PAPER_SECONDS)
+    return max(1, round(seconds * dataset.sample_rate))
+
+
 @torch.no_grad()
 def evaluate_nll(model: SampleRNN, dataset: PreparedDataset, split: str, batch_size: int,
-                 seq_len: int, device: torch.device, precision: str = "fp32") -> dict:
-    """-> {"nll_bits": bits per sample over the whole split, "n_samples": samples counted}.
+                 seq_len: int, device: torch.device, precision: str = "fp32",
+                 protocol: str = "files") -> dict:
+    """-> {"nll_bits": bits per sample over the whole split, "n_samples": samples counted,
+    "protocol", "normalize": how the dataset was levelled}.
 
     The result does not depend on batch_size or seq_len (state is carried through each
-    file), only the speed does: long chunks mean fewer, larger calls.
+    file or piece), only the speed does: long chunks mean fewer, larger calls.
     """
+    piece = piece_samples(dataset, protocol)
     cfg = model.config
     was_training = model.training
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
     hidden = None
-    # a row walks whole files: more rows than files would only compute padding
-    batch_size = max(1, min(batch_size, len(dataset.files(split))))
+    # a row walks whole runs: more rows than runs would only compute padding
+    batch_size = max(1, min(batch_size, len(pieces(dataset.files(split), piece))))
     seq_len = max(model.lookback, seq_len // model.lookback * model.lookback)
+    if piece:  # chunks no longer than a piece
+        seq_len = min(seq_len, -(-piece // model.lookback) * model.lookback)
     loader = eval_loader(dataset, split, batch_size, seq_len, model.lookback, cfg.q_type,
-                         cfg.q_levels)
+                         cfg.q_levels, piece_samples=piece)
     for batch in loader:
         codes, mask = batch.codes.to(device), batch.mask.to(device)
         hidden = model.reset_hidden(hidden, batch.reset.to(device))
@@ -44,7 +66,8 @@ def evaluate_nll(model: SampleRNN, dataset: PreparedDataset, split: str, batch_s
         total += nll_bits(logits, codes[:, model.lookback:], mask, reduction="sum").double()
         count += int(mask.sum())
     model.train(was_training)
-    return {"nll_bits": (total / max(count, 1)).item(), "n_samples": count}
+    return {"nll_bits": (total / max(count, 1)).item(), "n_samples": count, "protocol": protocol,
+            "normalize": dataset.manifest.get("options", {}).get("normalize")}
 
 
 def run(cfg: DictConfig) -> dict:
@@ -55,8 +78,9 @@ def run(cfg: DictConfig) -> dict:
     path = cfg.dataset.path or run_cfg["dataset"]["path"]
     dataset = PreparedDataset(path)
     seq_len = cfg.seq_len or run_cfg["eval"]["seq_len"]
+    protocol = cfg.protocol or run_cfg["eval"].get("protocol", "files")
     result = evaluate_nll(model, dataset, cfg.split, cfg.batch_size, seq_len, device,
-                          cfg.precision)
+                          cfg.precision, protocol)
     result.update(split=cfg.split, dataset=str(path), checkpoint=str(cfg.checkpoint),
                   step=info["step"], n_parameters=model.n_parameters())
     out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).with_name(

@@ -183,7 +183,7 @@ def run(cfg: DictConfig, run_dir=None) -> dict:
     segment = int(cfg.dataset.segment_seconds * dataset.sample_rate)
     loader = train_loader(dataset, t_cfg.batch_size, t_cfg.seq_len, lb, max(segment, t_cfg.seq_len),
                           model_cfg.q_type, model_cfg.q_levels, seed=cfg.seed, start_step=step,
-                          num_workers=cfg.dataset.num_workers)
+                          num_workers=cfg.dataset.num_workers, order=t_cfg.order)
     start = time.time() - elapsed0
     budget_s = cfg.train.max_minutes * 60 if cfg.train.max_minutes else math.inf
 
@@ -197,7 +197,7 @@ def run(cfg: DictConfig, run_dir=None) -> dict:
     def validate():
         nonlocal best
         result = evaluate_nll(model, dataset, e_cfg.split, e_cfg.batch_size, e_cfg.seq_len,
-                              device, cfg.precision)
+                              device, cfg.precision, e_cfg.protocol)
         valid = result["nll_bits"]
         logger.log({f"{e_cfg.split}/nll_bits": valid, "time_s": time.time() - start}, step)
         improved = valid < best
@@ -259,7 +259,7 @@ def run(cfg: DictConfig, run_dir=None) -> dict:
             best_state = read_checkpoint(run_dir / "checkpoints" / "best.pt", device)
             model.load_state_dict(best_state["model"])
             test = evaluate_nll(model, dataset, "test", e_cfg.batch_size, e_cfg.seq_len, device,
-                                cfg.precision)["nll_bits"]
+                                cfg.precision, e_cfg.protocol)["nll_bits"]
             logger.log({"test/nll_bits": test, "time_s": time.time() - start}, step)
             final["test/nll_bits"] = test
             summary["test_nll_bits"] = test

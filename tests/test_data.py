@@ -13,7 +13,8 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader
 
-from samplernn.data import EvalStream, PreparedDataset, TrainStream, eval_loader, train_loader
+from samplernn.data import (ORDERS, EvalStream, PreparedDataset, TrainStream, eval_loader, pieces,
+                            train_loader)
 from samplernn.prepare import prepare
 from samplernn.quantize import silence_code
 
@@ -60,10 +61,17 @@ def test_prepared_dataset_basics(ds, tmp_path):
         ds.files("dev")
 
 
-def test_train_chunks_are_contiguous_with_correct_resets(ds):
-    stream = TrainStream(ds, B, T, L, segment_samples=5 * T, q_type=Q[0], q_levels=Q[1], seed=7)
+def _runs(ds, order, piece):
+    """(start, end) of what a segment must lie inside: a file, or one of its pieces."""
+    return [(a, a + n) for a, n in pieces(ds.files("train"), piece if order == "epoch" else None)]
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_train_chunks_are_contiguous_with_correct_resets(ds, order):
+    stream = TrainStream(ds, B, T, L, segment_samples=5 * T, q_type=Q[0], q_levels=Q[1], seed=7,
+                         order=order)
     source = _source(ds)
-    train = [(f["offset"], f["offset"] + f["n_samples"]) for f in ds.files("train")]
+    train = _runs(ds, order, 5 * T)
     it = iter(stream)
     batches = [next(it) for _ in range(60)]
     for b in batches:
@@ -92,29 +100,46 @@ def test_train_chunks_are_contiguous_with_correct_resets(ds):
                 // T * T
 
 
-def test_train_rows_reset_independently_and_short_files_are_never_used(ds):
-    stream = TrainStream(ds, 8, T, L, 5 * T, *Q, seed=1)
+@pytest.mark.parametrize("order", ORDERS)
+def test_train_rows_reset_independently_and_short_runs_are_never_used(ds, order):
+    stream = TrainStream(ds, 8, T, L, 5 * T, *Q, seed=1, order=order)
     it = iter(stream)
     resets = torch.stack([next(it).reset for _ in range(40)])
     assert not (resets.all(dim=1)[1:]).all()                   # not all rows at once
-    short = [f for f in ds.files("train") if f["n_samples"] < 100]
+    runs = _runs(ds, order, 400)
     with pytest.raises(ValueError, match="lower train.seq_len"):
-        TrainStream(ds, B, 5000, L, 8000, *Q)
-    long_only = TrainStream(ds, B, 100, L, 400, *Q)
+        TrainStream(ds, B, 5000, L, 8000, *Q, order=order)
+    long_only = TrainStream(ds, B, 100, L, 400, *Q, order=order)
     assert all(n >= 100 for n in long_only.lengths)
-    assert len(long_only.lengths) == len(ds.files("train")) - len(short)
+    assert len(long_only.lengths) == sum(b - a >= 100 for a, b in runs)
 
 
-def test_train_stream_is_deterministic_and_resumes_exactly(ds):
-    first = iter(TrainStream(ds, B, T, L, 5 * T, *Q, seed=3))
+def test_epoch_order_plays_every_piece_once_before_any_repeats(ds):
+    stream = TrainStream(ds, B, T, L, 5 * T, *Q, seed=5, order="epoch")
+    n_pieces = len(stream.lengths)
+    assert n_pieces > len(ds.files("train"))                   # files cut into 5T pieces
+    m = np.arange(3 * n_pieces)                                # three epochs, dealt to rows
+    starts, _ = stream.segment(m % B, m // B)
+    played = np.searchsorted(stream.offsets, starts, side="right") - 1
+    epochs = played.reshape(3, n_pieces)
+    for epoch in epochs:
+        assert sorted(epoch) == list(range(n_pieces))          # each piece once per epoch
+    assert not np.array_equal(epochs[0], epochs[1])            # reshuffled every epoch
+    assert (starts - stream.offsets[played] + np.minimum(5 * T, stream.lengths[played]) // T * T
+            <= stream.lengths[played]).all()                   # inside its piece
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_train_stream_is_deterministic_and_resumes_exactly(ds, order):
+    first = iter(TrainStream(ds, B, T, L, 5 * T, *Q, seed=3, order=order))
     ref = [next(first) for _ in range(25)]
-    again = iter(TrainStream(ds, B, T, L, 5 * T, *Q, seed=3))
+    again = iter(TrainStream(ds, B, T, L, 5 * T, *Q, seed=3, order=order))
     assert all(torch.equal(a.codes, next(again).codes) for a in ref)
-    resumed = iter(TrainStream(ds, B, T, L, 5 * T, *Q, seed=3, start_step=17))
+    resumed = iter(TrainStream(ds, B, T, L, 5 * T, *Q, seed=3, start_step=17, order=order))
     for k in range(17, 25):
         got = next(resumed)
         assert torch.equal(got.codes, ref[k].codes) and torch.equal(got.reset, ref[k].reset)
-    other = iter(TrainStream(ds, B, T, L, 5 * T, *Q, seed=4))
+    other = iter(TrainStream(ds, B, T, L, 5 * T, *Q, seed=4, order=order))
     assert not all(torch.equal(a.codes, next(other).codes) for a in ref[:5])
 
 
@@ -132,9 +157,12 @@ def test_dataloader_workers_keep_the_order(ds):
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 5])
-def test_eval_predicts_every_sample_of_the_split_exactly_once(ds, batch_size):
+@pytest.mark.parametrize("piece", [None, 700])
+def test_eval_predicts_every_sample_of_the_split_exactly_once(ds, batch_size, piece):
+    """Whole files with state carried through, or (the paper's protocol) each piece of
+    `piece` samples from a file's start, from the initial state."""
     for split in ("train", "valid", "test"):
-        stream = EvalStream(ds, split, batch_size, T, L, *Q)
+        stream = EvalStream(ds, split, batch_size, T, L, *Q, piece_samples=piece)
         batches = list(stream)
         assert len(batches) == len(stream) > 0
         assert sum(int(b.mask.sum()) for b in batches) == ds.n_samples(split) == stream.n_targets
@@ -159,9 +187,10 @@ def test_eval_predicts_every_sample_of_the_split_exactly_once(ds, batch_size):
                 prev = codes
         got = sorted((f := np.concatenate(w))[0:1].tolist() + [len(f), _locate(source, f)]
                      for w in walked)
-        want = sorted([int(source[f["offset"]]), f["n_samples"], f["offset"]]
-                      for f in ds.files(split))
-        assert got == want                                     # each file whole, exactly once
+        runs = pieces(ds.files(split), piece)
+        assert len(runs) > len(ds.files(split)) if piece else True
+        want = sorted([int(source[a]), n, a] for a, n in runs)
+        assert got == want                                     # each run whole, exactly once
 
 
 def test_eval_is_deterministic_and_works_in_a_loader(ds):
