@@ -1,11 +1,14 @@
 """The model's contract: shapes, causality, chunked == full, quantization, config errors."""
 
 import time
+from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from samplernn import SampleRNN, SampleRNNConfig, dequantize, nll_bits, quantize, silence_code
+from samplernn.model import DEVIATIONS
 
 FRAME_SIZES = {2: [16], 3: [2, 8], 4: [2, 8, 32], 5: [2, 4, 8, 16]}
 
@@ -130,6 +133,9 @@ def test_nll_bits_uniform_is_log2_levels():
     (dict(q_levels=1), "q_levels"),
     (dict(rnn_type="transformer"), "rnn_type"),
     (dict(q_type="alaw"), "q_type"),
+    (dict(frame_input="float"), "frame_input"),
+    (dict(top_input="none"), "top_input"),
+    (dict(init="xavier"), "init"),
 ])
 def test_config_errors_say_what_to_change(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -176,3 +182,93 @@ def test_tiny_model_overfits_half_a_second():
         losses.append(loss.item())
     assert losses[0] > 5.0  # about log2(64) = 6 bits at the start
     assert min(losses[-5:]) < 0.5 * losses[0], losses[::10]
+
+
+# -- the authors' model (models/*_tier, lib/ops.py of soroushmehr/sampleRNN_ICLR2017) -------
+
+PRESETS = Path(__file__).resolve().parents[1] / "configs" / "model"
+# The authors' counts with PyTorch's GRU, which has a second bias vector (3 x dim per layer):
+# 39,243,264 and 18,744,832 with one, as in their Theano code.
+PARAMETERS = {"two_tier": 39_252_480, "three_tier": 18_750_976, "four_tier": 29_342_208,
+              "quickstart": 353_664, "tiny": 33_504}
+PARAMETERS_BEFORE = {"two_tier": 42_367_488, "three_tier": 21_882_368}
+
+
+def preset(name: str, **changes) -> SampleRNNConfig:
+    return SampleRNNConfig(**{**OmegaConf.to_container(OmegaConf.load(PRESETS / f"{name}.yaml")),
+                              **changes})
+
+
+@pytest.mark.parametrize("name", sorted(PARAMETERS))
+def test_preset_parameter_counts(name):
+    assert SampleRNN(preset(name)).n_parameters() == PARAMETERS[name]
+    if name in PARAMETERS_BEFORE:
+        assert SampleRNN(preset(name, **DEVIATIONS)).n_parameters() == PARAMETERS_BEFORE[name]
+
+
+@pytest.mark.parametrize("q_type", ["linear", "mu-law"])
+def test_frame_tiers_read_codes_on_the_authors_scale(q_type):
+    """Every frame tier reads codes / (q/2) - 1, times 2, in [-2, 2), whatever the
+    quantization; the top tier's RNN reads that frame itself, the others project it."""
+    model = tiny([2, 8], "gru", n_rnn=1, q_type=q_type)
+    q = model.config.q_levels
+    codes = torch.randint(0, q, (2, 8 + 16))
+    expected = (codes.double() / (q / 2) - 1) * 2
+    seen = {}
+    model.tiers[1].rnns[0].register_forward_hook(lambda m, args, out: seen.update(top=args[0]))
+    model.tiers[0].input.register_forward_hook(lambda m, args, out: seen.update(low=args[0]))
+    with torch.no_grad():
+        model(codes)
+    assert model.tiers[1].input is None and model.tiers[1].rnns[0].input_size == 8
+    torch.testing.assert_close(seen["top"].double(), expected[:, :16].reshape(2, 2, 8))
+    torch.testing.assert_close(seen["low"].double(), expected[:, 6:22].reshape(2, 8, 2))
+    assert -2 <= expected.min() and expected.max() < 2
+    # the earlier option: the dequantized amplitude (for mu-law, the decoded waveform)
+    old = SampleRNN(SampleRNNConfig(**{**model.config.to_dict(), "frame_input": "audio"}))
+    torch.testing.assert_close(old.frame_values, dequantize(torch.arange(q), q_type, q))
+
+
+def test_skip_connections_feed_the_stack_input_to_later_layers():
+    model = tiny([2, 8], "gru", skip=True, n_rnn=3)
+    top, low = model.tiers[1], model.tiers[0]
+    assert [r.input_size for r in top.rnns] == [8, 24 + 8, 24 + 8]       # raw frame of 8
+    assert [r.input_size for r in low.rnns] == [24, 24 + 24, 24 + 24]    # projected frame
+    assert top.upsample.in_features == 3 * 24                            # every layer's output
+
+
+def test_init_is_the_authors():
+    """He-uniform linear layers, LeCun-uniform RNN input and gate matrices, an orthogonal GRU
+    candidate matrix, zero biases; the paper 3-tier's logits then have a std near the
+    authors' (about 1, measured 1.6 here) where PyTorch's defaults give 0.04."""
+    torch.manual_seed(0)
+    model = SampleRNN(preset("three_tier")).eval()
+    d = 1024
+    with torch.no_grad():
+        low = model.tiers[0]
+        assert low.upsample.weight.std().item() == pytest.approx((2 / d) ** 0.5, rel=0.02)
+        assert low.input.weight.std().item() == pytest.approx((2 / 2) ** 0.5, rel=0.1)
+        rnn = model.tiers[1].rnns[0]
+        assert rnn.weight_ih_l0.std().item() == pytest.approx((1 / 8) ** 0.5, rel=0.02)
+        gates, candidate = rnn.weight_hh_l0[:2 * d], rnn.weight_hh_l0[2 * d:]
+        assert gates.std().item() == pytest.approx((1 / d) ** 0.5, rel=0.02)
+        torch.testing.assert_close(candidate @ candidate.T, torch.eye(d), atol=1e-4, rtol=0)
+        assert not rnn.bias_ih_l0.any() and not rnn.bias_hh_l0.any()
+        out = model.sample_mlp.output.weight
+        assert out.std().item() == pytest.approx((1 / d) ** 0.5, rel=0.02)
+        t = torch.arange(8 + 4096) / 16000
+        codes = quantize(0.3 * torch.sin(2 * torch.pi * 220 * t))[None].repeat(2, 1)
+        std = model(codes)[0].std().item()
+        torch.manual_seed(0)
+        before = SampleRNN(preset("three_tier", **DEVIATIONS)).eval()
+        std_before = before(codes)[0].std().item()
+    assert 0.5 < std < 2.0, std          # within a factor 2 of the authors' ~1.0
+    assert std_before < 0.1, std_before
+
+
+def test_stored_configs_without_the_new_options_rebuild_the_earlier_model():
+    stored = {k: v for k, v in tiny([2, 8]).config.to_dict().items() if k not in DEVIATIONS}
+    config = SampleRNNConfig.from_dict(stored)
+    assert all(getattr(config, k) == v for k, v in DEVIATIONS.items())
+    assert SampleRNNConfig.from_dict(tiny([2, 8]).config.to_dict()) == tiny([2, 8]).config
+    with pytest.raises(ValueError, match="unknown to this version"):
+        SampleRNNConfig.from_dict({**stored, "wavelet": True})

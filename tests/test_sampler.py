@@ -10,16 +10,29 @@ import pytest
 import torch
 
 from samplernn import SampleRNN, SampleRNNConfig, generate, native, silence_code
+from samplernn.model import DEVIATIONS
 
 FRAME_SIZES = {2: [16], 3: [2, 8], 4: [2, 8, 32]}
 DEVICE = torch.device(os.environ.get("SAMPLERNN_TEST_DEVICE", "cpu"))
 CPU_BACKENDS = ["native", "numpy"] if native.load() is not None else ["numpy"]
 
 
-def tiny(frame_sizes, rnn_type="gru", skip=False) -> SampleRNN:
+@pytest.fixture(autouse=True)
+def full_fp32_on_cuda():
+    """On a GPU the reference forward runs cuDNN's RNNs in full fp32, not TF32: the same
+    arithmetic as the sampler's (this test module's setting only)."""
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32 = before
+
+
+def tiny(frame_sizes, rnn_type="gru", skip=False, dim=32, q_levels=64, **options) -> SampleRNN:
+    """options: model fields, e.g. the DEVIATIONS of the earlier model."""
     torch.manual_seed(0)
-    cfg = SampleRNNConfig(frame_sizes=frame_sizes, dim=32, n_rnn=2, rnn_type=rnn_type,
-                          skip_connections=skip, emb_dim=8, q_levels=64)
+    cfg = SampleRNNConfig(frame_sizes=frame_sizes, dim=dim, n_rnn=2, rnn_type=rnn_type,
+                          skip_connections=skip, emb_dim=8 if dim % 16 == 0 else 5,
+                          q_levels=q_levels, **options)
     model = SampleRNN(cfg).double().eval().to(DEVICE)
     with torch.no_grad():  # a non-zero learned h0, so the start state matters
         for tier in model.tiers:
@@ -27,10 +40,37 @@ def tiny(frame_sizes, rnn_type="gru", skip=False) -> SampleRNN:
     return model
 
 
-def teacher_forced_argmax(model, codes):
+def reference_logits(model, codes, backend):
+    """The teacher-forced forward where the backend computes: CPU backends on the CPU."""
+    if backend != "torch" and codes.device.type != "cpu":
+        twin = SampleRNN(model.config).to(next(model.parameters()).dtype).eval()
+        twin.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
+        model, codes = twin, codes.cpu()
     with torch.no_grad():
-        logits, _ = model(codes)
-    return logits.argmax(-1)
+        return model(codes)[0]
+
+
+def teacher_forced_argmax(model, codes, backend="torch"):
+    return reference_logits(model, codes, backend).argmax(-1).to(codes.device)
+
+
+def pit_chi2(model, codes, temperature, backend, bins=20):
+    """Chi-square of the randomised probability integral transform of every generated code
+    under the teacher-forced softmax(logits / temperature): codes drawn from the model give
+    independent uniforms at every position (the chain rule), so about `bins - 1`."""
+    lb = model.lookback
+    silence = torch.full((codes.shape[0], lb), silence_code(model.config.q_type,
+                                                            model.config.q_levels), device=DEVICE)
+    logits = reference_logits(model, torch.cat([silence, codes], 1), backend).double().cpu()
+    probs = torch.softmax(logits / temperature, dim=-1)
+    c = codes.cpu()[..., None]
+    upper = probs.cumsum(-1).gather(-1, c)[..., 0]
+    lower = upper - probs.gather(-1, c)[..., 0]
+    u = lower + (upper - lower) * torch.rand(upper.shape, generator=torch.Generator().manual_seed(0),
+                                             dtype=torch.float64)
+    counts = torch.histc(u, bins=bins, min=0.0, max=1.0)
+    expected = u.numel() / bins
+    return float(((counts - expected) ** 2 / expected).sum())
 
 
 @pytest.mark.parametrize("tiers", [2, 3, 4])
@@ -44,14 +84,53 @@ def test_greedy_equals_teacher_forced_argmax(tiers, rnn_type, backend):
     out = generate(model, 2, 6 * lb, temperature=0, backend=backend)
     assert out.shape == (2, 6 * lb)
     silence = torch.full((2, lb), silence_code("linear", 64), device=DEVICE)
-    expected = teacher_forced_argmax(model, torch.cat([silence, out], dim=1))
+    expected = teacher_forced_argmax(model, torch.cat([silence, out], dim=1), backend)
     assert torch.equal(out, expected)
     assert out.unique().numel() > 1  # not a trivially constant output
 
 
+@pytest.mark.parametrize("tiers", [2, 3, 4])
+@pytest.mark.parametrize("backend", CPU_BACKENDS + ["torch"])
+def test_sizes_off_the_kernel_tiles_still_equal_the_model(tiers, backend):
+    """Odd dim, q_levels, embedding and batch (and mu-law): the C kernel's tail paths run."""
+    model = tiny(FRAME_SIZES[tiers], "gru", skip=True, dim=37, q_levels=53, q_type="mu-law")
+    model = model.float() if backend == "native" else model
+    lb = model.lookback
+    out = generate(model, 7, 5 * lb, temperature=0, backend=backend)
+    silence = torch.full((7, lb), silence_code("mu-law", 53), device=DEVICE)
+    assert torch.equal(out, teacher_forced_argmax(model, torch.cat([silence, out], 1), backend))
+    assert out.unique().numel() > 1
+
+
+# The earlier model's architecture options (its init changes only the weights)
+OLD_ARCHITECTURE = {k: v for k, v in DEVIATIONS.items() if k != "init"}
+CASES = {"gru": ([2, 8], "gru", False, {}), "lstm": ([2, 8], "lstm", True, {}),
+         "2-tier-old-architecture": ([16], "gru", True, OLD_ARCHITECTURE),
+         "4-tier-lstm-old-architecture": ([2, 8, 32], "lstm", False, OLD_ARCHITECTURE),
+         "odd-sizes": ([2, 8], "gru", True, dict(dim=37, q_levels=53))}
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS + ["torch"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_sampled_codes_follow_the_model_at_every_position(backend, case):
+    """Every sampled code, not only the first, is drawn from softmax(logits / T) of the
+    teacher-forced model given the codes before it: 1,200 streams of 4 top frames give a
+    uniform randomised PIT (chi-square near 19 on 20 bins; 60 is beyond 1 in 10^5), and
+    sampling at 2T instead is caught. Also for the earlier model's architecture options."""
+    frame_sizes, rnn_type, skip, options = CASES[case]
+    model = tiny(frame_sizes, rnn_type, skip, **options)
+    model = model.float()
+    temperature = 0.8
+    codes = generate(model, 1200, 4 * model.lookback, temperature=temperature, seed=3,
+                     backend=backend)
+    assert pit_chi2(model, codes, temperature, backend) < 60
+    assert pit_chi2(model, codes, 2 * temperature, backend) > 300  # the test can tell
+
+
 @pytest.mark.parametrize("tiers", [2, 3])
-def test_greedy_after_prime_equals_forward_over_prime(tiers):
-    model = tiny(FRAME_SIZES[tiers])
+@pytest.mark.parametrize("rnn_type", ["gru", "lstm"])
+def test_greedy_after_prime_equals_forward_over_prime(tiers, rnn_type):
+    model = tiny(FRAME_SIZES[tiers], rnn_type)
     lb = model.lookback
     torch.manual_seed(3)
     prime = torch.randint(0, 64, (1, 5 * lb + 3)).to(DEVICE)  # not a whole number of frames
@@ -102,8 +181,7 @@ def test_first_sample_follows_the_model_distribution(temperature, backend):
     n = 20000
     out = generate(model, n, 8, temperature=temperature, seed=0, backend=backend)
     silence = torch.full((1, 8), silence_code("linear", 64), device=DEVICE)
-    with torch.no_grad():
-        logits, _ = model(torch.cat([silence, out[:1]], dim=1))
+    logits = reference_logits(model, torch.cat([silence, out[:1]], dim=1), backend)
     probs = torch.softmax(logits[0, 0].double().cpu() / temperature, dim=-1)
     freq = torch.bincount(out[:, 0].cpu(), minlength=64).double() / n
     tv = 0.5 * (freq - probs).abs().sum().item()
