@@ -35,6 +35,23 @@ def test_every_experiment_composes(experiment):
     assert cfg.experiment_name
 
 
+@pytest.mark.parametrize("variant", sorted(p.stem for p in (CONFIGS / "variant").glob("*.yaml")))
+def test_every_variant_composes_onto_the_fidelity_experiment(variant):
+    """configs/variant: the authors' model (the defaults) or named deviations from it."""
+    from samplernn.model import DEVIATIONS
+    cfg = compose_train("experiment=fidelity", f"variant={variant}")
+    config = SampleRNNConfig(**cfg.model)
+    authors = SampleRNNConfig(**compose_train("experiment=fidelity").model)
+    changed = {k for k, v in config.to_dict().items() if authors.to_dict()[k] != v}
+    assert changed <= set(DEVIATIONS) | {"q_type"}
+    assert (cfg.train.order == "random") == (variant.startswith("old") and variant != "old_epoch_order"
+                                             or variant == "authors_random_order")
+    if variant == "old":
+        assert changed == set(DEVIATIONS) and all(getattr(config, k) == v for k, v in DEVIATIONS.items())
+    if variant == "authors":
+        assert not changed and cfg.train.order == "epoch"
+
+
 def test_a_few_steps_end_to_end(train_cfg, tmp_path):
     final = run(train_cfg(), run_dir=tmp_path)
     assert final["step"] == 6
@@ -135,6 +152,44 @@ def test_exact_nll_does_not_depend_on_batching(tiny_dataset):
     b = evaluate_nll(model, dataset, "valid", 8, 4096, cpu)
     assert a["n_samples"] == b["n_samples"] == dataset.n_samples("valid")
     assert a["nll_bits"] == pytest.approx(b["nll_bits"], abs=1e-9)
+
+
+def test_paper_protocol_resets_the_state_every_piece(tiny_dataset, tmp_path):
+    """eval.protocol=paper: each chunk_seconds piece of a file (the min-max normalised unit)
+    is predicted from the initial state and silence, exactly as a model run on that piece
+    alone; the default protocol carries the state through the file instead."""
+    from samplernn.audio import pcm16_to_float
+    from samplernn.data import PreparedDataset
+    from samplernn.evaluate import evaluate_nll
+    from samplernn.prepare import prepare
+    from samplernn.quantize import nll_bits, quantize, silence_code
+    prepare(tiny_dataset.parent / "source", tmp_path / "minmax", valid_fraction=0.25,
+            test_fraction=0.25, num_workers=0, normalize="minmax", chunk_seconds=0.5)
+    dataset = PreparedDataset(tmp_path / "minmax")
+    torch.manual_seed(0)
+    model = SampleRNN(SampleRNNConfig(frame_sizes=[2, 8], dim=16, emb_dim=8)).double().eval()
+    cpu = torch.device("cpu")
+    paper = evaluate_nll(model, dataset, "valid", 3, 1024, cpu, protocol="paper")
+    again = evaluate_nll(model, dataset, "valid", 1, 64, cpu, protocol="paper")
+    files = evaluate_nll(model, dataset, "valid", 3, 1024, cpu, protocol="files")
+    total, count = 0.0, 0
+    for f in dataset.files("valid"):
+        for a in range(0, f["n_samples"], 8000):                  # pieces of 0.5 s
+            wav = pcm16_to_float(dataset.samples[f["offset"] + a:f["offset"] + min(a + 8000, f["n_samples"])])
+            codes = quantize(torch.from_numpy(wav))
+            pad = (-len(codes)) % 8
+            full = torch.cat([torch.full((8,), silence_code()), codes,
+                              torch.full((pad,), silence_code())])[None]
+            with torch.no_grad():
+                logits, _ = model(full)
+            mask = torch.arange(full.shape[1] - 8) < len(codes)
+            total += float(nll_bits(logits, full[:, 8:], mask[None], reduction="sum"))
+            count += len(codes)
+    assert paper["n_samples"] == again["n_samples"] == files["n_samples"] == count
+    assert paper["nll_bits"] == pytest.approx(total / count, abs=1e-9)
+    assert again["nll_bits"] == pytest.approx(paper["nll_bits"], abs=1e-9)
+    assert abs(files["nll_bits"] - paper["nll_bits"]) > 1e-4
+    assert paper["protocol"] == "paper" and paper["normalize"] == "minmax"
 
 
 def test_multirun_sweep_of_tiers_shares_one_wandb_group(tiny_dataset, tmp_path):
