@@ -18,5 +18,5 @@ setup(
         "tqdm>=4.60",
         "matplotlib>=3.7",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7"], "slurm": ["hydra-submitit-launcher>=1.2"]},
 )

@@ -19,6 +19,8 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from .errors import UserError
+
 PCM16_SCALE = 32768.0
 # Leading bytes of the containers libsndfile reads: a file that matches none of
 # them and fails to open is "not_audio"; one that matches but fails is "unreadable".
@@ -29,7 +31,7 @@ _LOWPASS_WIDTH = 6                # torchaudio.functional.resample defaults
 _ROLLOFF = 0.99
 
 
-class AudioError(Exception):
+class AudioError(UserError):
     """An audio file that cannot be used. `reason` is a short slug:
     "empty", "not_audio", "unreadable", "silent" or "too_short"."""
 

@@ -12,18 +12,39 @@ from pathlib import Path
 
 import torch
 
+from .errors import BadFile, NotFound, UserError
 from .model import SampleRNN, SampleRNNConfig
 
 FORMAT_VERSION = 1
+
+
+class NonFiniteWeights(UserError):
+    """The model diverged: its weights hold NaN or infinity."""
+
+
+def non_finite(state_dict: dict) -> list[str]:
+    """Names of the floating-point tensors that hold a NaN or an infinity."""
+    return [k for k, v in state_dict.items()
+            if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
 
 
 def save_checkpoint(path, model: SampleRNN, *, run_config: dict, step: int,
                     optimizer: torch.optim.Optimizer | None = None,
                     scheduler=None, hidden: list[torch.Tensor] | None = None,
                     best_valid_nll_bits: float | None = None, wandb_id: str | None = None,
-                    sample_rate: int | None = None, extra: dict | None = None) -> Path:
-    """Write to `<path>.tmp` then rename over `path`: a crash never leaves half a file."""
+                    sample_rate: int | None = None, dataset: dict | None = None,
+                    extra: dict | None = None) -> Path:
+    """Write to `<path>.tmp` then rename over `path`: a crash never leaves half a file.
+
+    Weights that are not finite are never written (NonFiniteWeights): the checkpoint that
+    is there stays. dataset: where the data came from (absolute path, manifest hash).
+    """
     path = Path(path)
+    bad = non_finite(model.state_dict())
+    if bad:
+        raise NonFiniteWeights(f"the model's weights are no longer finite at step {step} "
+                               f"({len(bad)} tensors, e.g. {bad[0]}); {path} was not written, the "
+                               "earlier checkpoints stay: lower optim.lr and resume from them")
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {
         "format_version": FORMAT_VERSION,
@@ -40,6 +61,7 @@ def save_checkpoint(path, model: SampleRNN, *, run_config: dict, step: int,
         "best_valid_nll_bits": best_valid_nll_bits,
         "wandb_id": wandb_id,
         "sample_rate": sample_rate,
+        "dataset": dataset,
         "extra": extra or {},
     }
     tmp = path.with_name(path.name + ".tmp")
@@ -55,15 +77,19 @@ def read_checkpoint(path, device="cpu") -> dict:
     """The raw checkpoint dict; a clear error for a missing or foreign file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; pass checkpoint=<run dir>/"
+        raise NotFound(f"checkpoint {path} does not exist; pass checkpoint=<run dir>/"
                                 "checkpoints/last.pt (or best.pt) of a training run")
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # a truncated or foreign file
-        raise ValueError(f"checkpoint {path} could not be read ({error}); it is not a samplernn "
+        raise BadFile(f"checkpoint {path} could not be read ({error}); it is not a samplernn "
                          "checkpoint or it is damaged") from error
     if not isinstance(state, dict) or "model_config" not in state:
-        raise ValueError(f"{path} is not a samplernn checkpoint (no model_config inside)")
+        raise BadFile(f"{path} is not a samplernn checkpoint (no model_config inside)")
+    bad = non_finite(state["model"])
+    if bad:
+        raise BadFile(f"checkpoint {path} holds non-finite weights ({len(bad)} tensors, e.g. "
+                      f"{bad[0]}): its run diverged; use an earlier checkpoint")
     return state
 
 

@@ -15,9 +15,11 @@ state carried through whole files, or (`piece_samples`, the paper's protocol) th
 """
 
 
+import hashlib
 import heapq
 import json
 import math
+import signal
 from pathlib import Path
 from typing import NamedTuple
 
@@ -26,6 +28,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from samplernn.audio import pcm16_to_float
+from samplernn.errors import BadFile, ConfigError, NotFound
+from samplernn.interrupt import STOP_SIGNALS
 from samplernn.quantize import quantize
 
 MANIFEST_VERSION = 1
@@ -43,15 +47,15 @@ class PreparedDataset:
                 f"name={self.path.name} (or out_dir={self.path})")
         manifest_path, samples_path = self.path / "manifest.json", self.path / "samples.npy"
         if not manifest_path.is_file() or not samples_path.is_file():
-            raise FileNotFoundError(f"{self.path} is not a prepared dataset (needs manifest.json "
+            raise NotFound(f"{self.path} is not a prepared dataset (needs manifest.json "
                                     f"and samples.npy); {hint}")
         try:
             self.manifest = json.loads(manifest_path.read_text())
         except json.JSONDecodeError as err:
-            raise FileNotFoundError(f"{manifest_path} is not valid JSON ({err}); {hint} "
+            raise BadFile(f"{manifest_path} is not valid JSON ({err}); {hint} "
                                     "with overwrite=true") from None
         if self.manifest.get("version") != MANIFEST_VERSION:
-            raise ValueError(f"{manifest_path} has version {self.manifest.get('version')}, this "
+            raise BadFile(f"{manifest_path} has version {self.manifest.get('version')}, this "
                              f"code reads version {MANIFEST_VERSION}; {hint} with overwrite=true")
         self.sample_rate = int(self.manifest["sample_rate"])
         self._samples = None
@@ -62,12 +66,26 @@ class PreparedDataset:
         if self._samples is None:
             samples = np.load(self.path / "samples.npy", mmap_mode="r")
             if samples.dtype != np.int16 or samples.shape != (self.manifest["n_samples"],):
-                raise ValueError(f"{self.path / 'samples.npy'} holds {samples.dtype} "
+                raise BadFile(f"{self.path / 'samples.npy'} holds {samples.dtype} "
                                  f"{samples.shape}, the manifest says int16 "
                                  f"({self.manifest['n_samples']},); prepare it again with "
                                  "overwrite=true")
             self._samples = samples
         return self._samples
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest.get("name") or self.path.name)
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of what was prepared (files, their content hashes and places, the options):
+        the same data wherever the folder is, and different data whatever its name."""
+        options = {k: v for k, v in self.manifest.get("options", {}).items()
+                   if k not in ("num_workers", "overwrite")}
+        content = {"sample_rate": self.sample_rate, "n_samples": self.manifest["n_samples"],
+                   "files": self.manifest["files"], "options": options}
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
     def __getstate__(self) -> dict:      # worker processes re-open the memmap, never copy it
         return {**self.__dict__, "_samples": None}
@@ -75,7 +93,7 @@ class PreparedDataset:
     def files(self, split: str) -> list[dict]:
         """Manifest entries (source, offset, n_samples, seconds, split, ...) of one split."""
         if split not in SPLITS:
-            raise ValueError(f"split={split!r} is unknown; use one of {SPLITS}")
+            raise ConfigError(f"split={split!r} is unknown; use one of {SPLITS}")
         return [f for f in self.manifest["files"] if f["split"] == split]
 
     def n_samples(self, split: str) -> int:
@@ -100,7 +118,7 @@ class Batch(NamedTuple):
 
 def _check_sizes(batch_size: int, seq_len: int, lookback: int) -> None:
     if batch_size < 1 or seq_len < 1 or lookback < 1:
-        raise ValueError(f"batch_size={batch_size}, seq_len={seq_len}, lookback={lookback}: "
+        raise ConfigError(f"batch_size={batch_size}, seq_len={seq_len}, lookback={lookback}: "
                          "each must be at least 1")
 
 
@@ -193,17 +211,17 @@ class TrainStream(IterableDataset):
                  seed: int = 0, start_step: int = 0, order: str = "epoch"):
         self.builder = _ChunkBuilder(dataset, batch_size, seq_len, lookback, q_type, q_levels)
         if segment_samples < seq_len:
-            raise ValueError(f"segment_samples={segment_samples} is shorter than seq_len={seq_len}"
+            raise ConfigError(f"segment_samples={segment_samples} is shorter than seq_len={seq_len}"
                              "; raise the segment length or lower train.seq_len")
         if start_step < 0:
-            raise ValueError(f"start_step={start_step} must be >= 0")
+            raise ConfigError(f"start_step={start_step} must be >= 0")
         if order not in ORDERS:
-            raise ValueError(f"train.order={order!r} is unknown; use one of {ORDERS}")
+            raise ConfigError(f"train.order={order!r} is unknown; use one of {ORDERS}")
         runs = pieces(dataset.files("train"), segment_samples if order == "epoch" else None)
         runs = [r for r in runs if r[1] >= seq_len]
         if not runs:
             longest = max((f["n_samples"] for f in dataset.files("train")), default=0)
-            raise ValueError(f"no train file of {dataset.path} is as long as seq_len={seq_len} "
+            raise ConfigError(f"no train file of {dataset.path} is as long as seq_len={seq_len} "
                              f"samples (longest: {longest}); lower train.seq_len")
         self.offsets = np.array([r[0] for r in runs], np.int64)
         self.lengths = np.array([r[1] for r in runs], np.int64)
@@ -310,7 +328,7 @@ class EvalStream(IterableDataset):
         self.builder = _ChunkBuilder(dataset, batch_size, seq_len, lookback, q_type, q_levels)
         files = dataset.files(split)
         if not files:
-            raise ValueError(f"split {split!r} of {dataset.path} has no files; prepare it with "
+            raise ConfigError(f"split {split!r} of {dataset.path} has no files; prepare it with "
                              f"{split}_fraction > 0")
         self.runs = pieces(files, piece_samples)
         self.n_targets = sum(n for _, n in self.runs)
@@ -345,6 +363,13 @@ class EvalStream(IterableDataset):
             yield self.builder.batch(wav, reset, mask)
 
 
+def _leave_signals_to_the_main_process(worker_id: int) -> None:
+    """A worker ignores stop signals (a cluster sends them to every process of a job): the
+    main process finishes its step, checkpoints and then ends the workers itself."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def train_loader(dataset: PreparedDataset, batch_size: int, seq_len: int, lookback: int,
                  segment_samples: int, q_type: str = "linear", q_levels: int = 256,
                  seed: int = 0, start_step: int = 0, num_workers: int = 1,
@@ -352,7 +377,8 @@ def train_loader(dataset: PreparedDataset, batch_size: int, seq_len: int, lookba
     """DataLoader over a TrainStream; batch order is the same for any num_workers."""
     stream = TrainStream(dataset, batch_size, seq_len, lookback, segment_samples, q_type,
                          q_levels, seed, start_step, order)
-    return DataLoader(stream, batch_size=None, num_workers=num_workers)
+    return DataLoader(stream, batch_size=None, num_workers=num_workers,
+                      worker_init_fn=_leave_signals_to_the_main_process)
 
 
 def eval_loader(dataset: PreparedDataset, split: str, batch_size: int, seq_len: int,

@@ -1,6 +1,10 @@
 """Where and how the numbers run: device choice, CPU threads, mixed precision."""
 
+import re
+
 import torch
+
+from .errors import ConfigError, check_int
 
 
 def pick_device(name: str, threads: int | None = None) -> torch.device:
@@ -10,16 +14,21 @@ def pick_device(name: str, threads: int | None = None) -> torch.device:
     fastest for SampleRNN's small sequential ops on a 2-core machine (measured: 21k vs
     12k training samples/s for the quick-start model), since idle OpenMP threads spin.
     """
+    check_int("threads", threads, minimum=1, optional=True)
     if threads:
         torch.set_num_threads(int(threads))
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(name, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", name):
+        raise ConfigError(f"device={name!r} is unknown; use auto, cpu, cuda or cuda:<index>")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={name} but no CUDA GPU is visible; use device=cpu or device=auto")
+        raise ConfigError(f"device={name} but no CUDA GPU is visible; use device=cpu or device=auto")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise ConfigError(f"device={name} but this machine has {torch.cuda.device_count()} GPU(s)")
     return torch.device(name)
 
 
 def autocast(device: torch.device, precision: str):
     if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision={precision!r}; use fp32 or bf16")
+        raise ConfigError(f"precision={precision!r}; use fp32 or bf16")
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")

@@ -9,14 +9,16 @@ Every sample of the split is predicted exactly once. Two protocols:
 """
 
 import json
+import math
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 
 from .checkpoint import load_checkpoint
-from .data import PROTOCOLS, PreparedDataset, eval_loader, pieces
+from .data import PROTOCOLS, SPLITS, PreparedDataset, eval_loader, pieces
 from .device import autocast, pick_device
+from .errors import BadFile, ConfigError, check_choice, check_int
 from .model import SampleRNN
 from .quantize import nll_bits
 
@@ -27,7 +29,7 @@ PAPER_SECONDS = 8.0
 def piece_samples(dataset: PreparedDataset, protocol: str) -> int | None:
     """Samples between state resets: None (whole files) or the paper's 8-s pieces."""
     if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol={protocol!r} is unknown; use one of {PROTOCOLS}")
+        raise ConfigError(f"protocol={protocol!r} is unknown; use one of {PROTOCOLS}")
     if protocol == "files":
         return None
     seconds = dataset.manifest.get("options", {}).get("chunk_seconds", PAPER_SECONDS)
@@ -37,12 +39,13 @@ def piece_samples(dataset: PreparedDataset, protocol: str) -> int | None:
 @torch.no_grad()
 def evaluate_nll(model: SampleRNN, dataset: PreparedDataset, split: str, batch_size: int,
                  seq_len: int, device: torch.device, precision: str = "fp32",
-                 protocol: str = "files") -> dict:
+                 protocol: str = "files", should_stop=None) -> dict | None:
     """-> {"nll_bits": bits per sample over the whole split, "n_samples": samples counted,
     "protocol", "normalize": how the dataset was levelled}.
 
     The result does not depend on batch_size or seq_len (state is carried through each
     file or piece), only the speed does: long chunks mean fewer, larger calls.
+    should_stop() is asked before every batch; when it says True the result is None.
     """
     piece = piece_samples(dataset, protocol)
     cfg = model.config
@@ -59,6 +62,9 @@ def evaluate_nll(model: SampleRNN, dataset: PreparedDataset, split: str, batch_s
     loader = eval_loader(dataset, split, batch_size, seq_len, model.lookback, cfg.q_type,
                          cfg.q_levels, piece_samples=piece)
     for batch in loader:
+        if should_stop is not None and should_stop():
+            model.train(was_training)
+            return None
         codes, mask = batch.codes.to(device), batch.mask.to(device)
         hidden = model.reset_hidden(hidden, batch.reset.to(device))
         with autocast(device, precision):
@@ -72,21 +78,38 @@ def evaluate_nll(model: SampleRNN, dataset: PreparedDataset, split: str, batch_s
 
 def run(cfg: DictConfig) -> dict:
     """python scripts/evaluate.py checkpoint=<path> [split=test] [dataset.path=...]"""
+    check_choice("split", cfg.split, SPLITS)
+    check_int("batch_size", cfg.batch_size, minimum=1)
+    check_int("seq_len", cfg.seq_len, minimum=1, optional=True)
+    if cfg.protocol is not None:
+        check_choice("protocol", cfg.protocol, PROTOCOLS)
     device = pick_device(cfg.device, cfg.get("threads"))
     model, info = load_checkpoint(cfg.checkpoint, device)
     run_cfg = info["run_config"]
     path = cfg.dataset.path or run_cfg["dataset"]["path"]
     dataset = PreparedDataset(path)
-    seq_len = cfg.seq_len or run_cfg["eval"]["seq_len"]
-    protocol = cfg.protocol or run_cfg["eval"].get("protocol", "files")
-    result = evaluate_nll(model, dataset, cfg.split, cfg.batch_size, seq_len, device,
-                          cfg.precision, protocol)
-    result.update(split=cfg.split, dataset=str(path), checkpoint=str(cfg.checkpoint),
-                  step=info["step"], n_parameters=model.n_parameters())
+    trained_on = info.get("dataset")
+    if not cfg.dataset.path and trained_on and trained_on["fingerprint"] != dataset.fingerprint:
+        raise BadFile(f"{path} is no longer the data {cfg.checkpoint} was trained on (its manifest "
+                      "changed); give dataset.path=<prepared data> to evaluate on other data")
     out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).with_name(
         f"eval_{cfg.split}_{Path(cfg.checkpoint).stem}.json")
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text("")  # a folder we cannot write to says so now, not after the evaluation
+    try:
+        seq_len = cfg.seq_len or run_cfg["eval"]["seq_len"]
+        protocol = cfg.protocol or run_cfg["eval"].get("protocol", "files")
+        result = evaluate_nll(model, dataset, cfg.split, cfg.batch_size, seq_len, device,
+                              cfg.precision, protocol)
+        if not math.isfinite(result["nll_bits"]):
+            raise BadFile(f"the NLL of {cfg.checkpoint} on {path} is {result['nll_bits']}: the "
+                          "model's outputs are not finite (try precision=fp32)")
+        result.update(split=cfg.split, dataset=str(path), checkpoint=str(cfg.checkpoint),
+                      step=info["step"], n_parameters=model.n_parameters())
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
     print(json.dumps(result))
     print(f"written to {out}")
     return result
-

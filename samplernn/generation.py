@@ -9,34 +9,67 @@ interrupted run leaves no file under a final name.
 
 import contextlib
 import json
+import math
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, ListConfig
 from tqdm import tqdm
 
-from .audio import WavStreamWriter, read_audio
+from .audio import AudioError, WavStreamWriter, iter_audio_blocks
 from .checkpoint import load_checkpoint
 from .device import pick_device
+from .errors import ConfigError, NotFound, check_choice, check_int, check_number
+from .interrupt import Stopped, abort_on_signals
 from .quantize import dequantize, quantize
-from .sampler import Sampler
+from .sampler import BACKENDS, Sampler
 
 
 def _temperatures(value) -> list[float]:
     values = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
-    temps = [float(v) for v in values]
-    if not temps or any(t < 0 for t in temps):
-        raise ValueError(f"temperature={value}: give a number >= 0 or a list of them (0 = greedy)")
+    message = f"temperature={value}: give a number >= 0 or a list of them (0 = greedy)"
+    try:
+        temps = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise ConfigError(message) from None
+    if not temps or not all(math.isfinite(t) and t >= 0 for t in temps):
+        raise ConfigError(message)
     return temps
 
 
+def _check(cfg: DictConfig) -> list[float]:
+    """The options, checked before anything is loaded or written; returns the temperatures."""
+    check_int("num_samples", cfg.num_samples, minimum=1)
+    check_int("batch_size", cfg.batch_size, minimum=1)
+    check_int("seed", cfg.seed, minimum=0)
+    check_number("seconds", cfg.seconds, above=0)
+    check_number("block_seconds", cfg.block_seconds, above=0)
+    check_number("prime_seconds", cfg.prime_seconds, above=0, optional=True)
+    if cfg.get("backend") is not None:
+        check_choice("backend", cfg.backend, BACKENDS)
+    if cfg.prime and not Path(cfg.prime).is_file():
+        raise NotFound(f"prime={cfg.prime}: no such audio file; give the path of a WAV/FLAC/... "
+                       "file whose start primes every stream, or drop prime=")
+    return _temperatures(cfg.temperature)
+
+
 def load_prime(path, seconds: float | None, sample_rate: int, q_type: str, q_levels: int):
-    """The first `seconds` of an audio file, decoded, resampled and quantized -> codes [1, P]."""
-    wav = read_audio(path, sample_rate)
-    if seconds is not None:
-        wav = wav[: int(round(seconds * sample_rate))]
+    """The first `seconds` (None: all) of an audio file, decoded, resampled and quantized ->
+    codes [1, P]. Decoding stops once it has them."""
+    want = None if seconds is None else int(round(seconds * sample_rate))
+    blocks, n = [], 0
+    for block in iter_audio_blocks(path, sample_rate):
+        blocks.append(block)
+        n += len(block)
+        if want is not None and n >= want:
+            break
+    if n == 0:
+        raise AudioError(path, "empty", "the file decoded to 0 samples")
+    wav = np.concatenate(blocks)[:want]
     return quantize(torch.from_numpy(wav), q_type, q_levels)[None]
 
 
@@ -49,10 +82,7 @@ def _out_dir(cfg: DictConfig) -> Path:
 
 def run(cfg: DictConfig) -> list[Path]:
     """Generate as configured; returns the WAV paths written."""
-    if cfg.num_samples < 1 or cfg.seconds <= 0 or cfg.batch_size < 1:
-        raise ValueError(f"num_samples={cfg.num_samples}, seconds={cfg.seconds}, batch_size="
-                         f"{cfg.batch_size}: each must be positive")
-    temps = _temperatures(cfg.temperature)
+    temps = _check(cfg)
     device = pick_device(cfg.device, cfg.get("threads"))
     model, info = load_checkpoint(cfg.checkpoint, device)
     mc = model.config
@@ -65,6 +95,20 @@ def run(cfg: DictConfig) -> list[Path]:
     out_dir = _out_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
+    try:
+        with abort_on_signals():  # SIGTERM & co. unwind like Ctrl-C: no .partial file stays
+            _generate(cfg, model, info, device, temps, prime, length, block, rate, out_dir, written)
+    except (KeyboardInterrupt, Stopped):
+        print(f"stopped: {len(written)} finished files in {out_dir}, nothing half-written",
+              file=sys.stderr, flush=True)
+        raise
+    print(f"{len(written)} files in {out_dir}")
+    return written
+
+
+def _generate(cfg, model, info, device, temps, prime, length, block, rate, out_dir, written):
+    """Every temperature's files, batch by batch; `written` grows as files are finished."""
+    mc = model.config
     for temp in temps:
         bar = tqdm(total=length * cfg.num_samples, unit="sample", unit_scale=True,
                    desc=f"temperature {temp:g}", dynamic_ncols=True)
@@ -96,6 +140,4 @@ def run(cfg: DictConfig) -> list[Path]:
                 path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
             written += paths
         bar.close()
-    print(f"{len(written)} files in {out_dir}")
-    return written
 

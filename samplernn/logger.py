@@ -8,6 +8,7 @@ training never stops for it.
 
 import json
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -67,9 +68,14 @@ class RunLogger:
         """Drop metric lines written after `step` (0: a fresh start drops them all)."""
         if not self.metrics_path.exists():
             return
-        lines = self.metrics_path.read_text().splitlines()
-        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step
-                and step > 0]
+        kept = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:  # a line cut short by a kill mid-write
+                continue
+            if step > 0 and isinstance(record, dict) and record.get("step", math.inf) <= step:
+                kept.append(line)
         tmp = self.metrics_path.with_suffix(".tmp")
         tmp.write_text("".join(line + "\n" for line in kept))
         os.replace(tmp, self.metrics_path)

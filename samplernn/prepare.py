@@ -8,10 +8,13 @@ Output (written to a hidden temporary folder beside `out_dir`, renamed at the en
     manifest.json  version, name, sample_rate, n_samples, split_mode, options, files
                    (source, sha256, offset, n_samples, seconds, split[, block]), splits, inputs.
     report.json    what was skipped and why (reasons: empty, not_audio, unreadable,
-                   too_short, silent), counts by reason.
+                   too_short, silent, bad_samples; a folder that cannot be read is an
+                   entry ending in "/"), counts by reason.
 
-Every regular file under the folder is tried (hidden files and folders are ignored);
-files fail one by one, never the run. Normalisation: "none" keeps the decoded level
+Every regular file under the folder is tried once (hidden files and folders are ignored;
+symbolic links are followed, but a file reached twice is taken once and link loops are cut);
+files fail one by one, never the run; a full disk stops it, leaving nothing behind. One
+prepare at a time writes an out_dir (a lock beside it). Normalisation: "none" keeps the decoded level
 (clipped to 16 bits); "peak" scales each file so max |x| = PEAK_LEVEL; "minmax" maps
 each `chunk_seconds` chunk of a file onto [-1, 1], the SampleRNN authors' protocol
 (adds a DC offset; use it only to compare with published numbers).
@@ -20,6 +23,7 @@ file for each split with a fraction > 0); when there are too few files for that,
 file is cut into contiguous time blocks and the blocks are split instead.
 """
 
+import errno
 import hashlib
 import json
 import multiprocessing as mp
@@ -35,8 +39,11 @@ from tqdm import tqdm
 
 from samplernn.audio import AudioError, audio_info, float_to_pcm16, iter_audio_blocks
 from samplernn.data import MANIFEST_VERSION, SPLITS  # the reader's format: one definition
+from samplernn.errors import AlreadyExists, BadFile, ConfigError, NotFound
+from samplernn.lock import DirLock
 NORMALIZE = ("none", "peak", "minmax")
 PEAK_LEVEL = 0.99
+MAX_AMPLITUDE = 1000.0  # decoded values beyond this (or non-finite) mean a damaged file
 # Options that change the prepared data; a re-run with the same ones and inputs is a no-op.
 DATA_OPTIONS = ("sample_rate", "normalize", "valid_fraction", "test_fraction", "seed",
                 "min_seconds", "chunk_seconds", "silence_db")
@@ -52,19 +59,54 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _walk(source: Path, exclude: Path) -> list[tuple[str, Path]]:
-    """(relative posix path, path) of every non-hidden regular file, sorted."""
+def _walk(source: Path, exclude: Path) -> tuple[list[tuple[str, Path]], list[dict]]:
+    """(relative posix path, path) of every non-hidden regular file, sorted, each real file
+    once (symbolic links are followed, but a file or folder reached twice, or a link loop,
+    is visited once); and the folders that could not be read, as report entries."""
     if source.is_file():
-        return [(source.name, source)]
-    found = []
-    for root, dirs, names in os.walk(source, followlinks=True):
-        dirs[:] = [d for d in dirs if not d.startswith(".")
-                   and (Path(root) / d).resolve() != exclude]
-        for name in names:
+        return [(source.name, source)], []
+    found, seen_dirs, seen_files, unreadable = [], set(), set(), []
+
+    def cannot_read(error: OSError) -> None:
+        rel = Path(error.filename).relative_to(source).as_posix() if error.filename else "?"
+        unreadable.append({"source": rel + "/", "reason": "unreadable",
+                           "detail": f"the folder cannot be read ({error.strerror}); its files "
+                                     "were not looked at"})
+
+    real_source = os.path.realpath(source)
+
+    def outside(real: str) -> bool:
+        return os.path.commonpath([real, real_source]) != real_source
+
+    for root, dirs, names in os.walk(source, followlinks=True, onerror=cannot_read):
+        real_root = os.path.realpath(root)
+        if real_root in seen_dirs:   # reached again through links: walked already
+            dirs[:] = []
+            continue
+        seen_dirs.add(real_root)
+        kept = []
+        for d in sorted(dirs):
+            path = Path(root) / d
+            real = os.path.realpath(path)
+            if d.startswith(".") or Path(real) == exclude:
+                continue
+            if path.is_symlink() and not outside(real):
+                continue             # a link into the tree: walked at its own place
+            kept.append(d)
+        dirs[:] = kept
+        for name in sorted(names):
             path = Path(root) / name
             if not name.startswith(".") and path.is_file():
                 found.append((path.relative_to(source).as_posix(), path))
-    return sorted(found)
+    # one path per real file: its own place in the tree where it has one, else the first link
+    direct = {rel: os.path.realpath(path) == os.path.join(real_source, rel) for rel, path in found}
+    unique = []
+    for rel, path in sorted(found, key=lambda item: (not direct[item[0]], item[0])):
+        real = os.path.realpath(path)
+        if real not in seen_files:
+            seen_files.add(real)
+            unique.append((rel, path))
+    return sorted(unique), unreadable
 
 
 def _to_pcm16(f32_path: Path, pcm_path: Path, n: int, peak: float, opts: dict) -> None:
@@ -102,9 +144,13 @@ def _decode_file(index: int, path: Path, part: Path, opts: dict) -> dict:
             for block in iter_audio_blocks(path, sr):
                 f.write(block.astype(np.float32, copy=False).tobytes())
                 n += len(block)
-                peak = max(peak, float(np.abs(block).max(initial=0.0)))
+                peak = max(peak, float(np.abs(block).max(initial=0.0)))  # NaN stays NaN
         if n == 0:
             raise AudioError(path, "empty", "the file decoded to 0 samples")
+        if not peak <= MAX_AMPLITUDE:
+            raise AudioError(path, "bad_samples", f"it holds sample values up to {peak:.3g} "
+                             f"(non-finite, or beyond +-{MAX_AMPLITUDE:g} where audio is within "
+                             "+-1): the file is damaged; repair or remove it")
         if n / sr < min_s:
             raise AudioError(path, "too_short", f"{n / sr:.3f} s < min_seconds={min_s}")
         if peak < 10 ** (opts["silence_db"] / 20):
@@ -114,6 +160,10 @@ def _decode_file(index: int, path: Path, part: Path, opts: dict) -> dict:
         rec.update(kept=True, n_samples=n, peak=round(peak, 6))
     except AudioError as err:
         rec.update(kept=False, reason=err.reason, detail=err.detail)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):  # the disk, not the file: stop the run
+            raise
+        rec.update(kept=False, reason="unreadable", detail=f"{type(err).__name__}: {err}")
     except Exception as err:  # a file must never stop the run; say what happened instead
         rec.update(kept=False, reason="unreadable", detail=f"{type(err).__name__}: {err}")
     finally:
@@ -177,18 +227,16 @@ def _decode_all(jobs: list[tuple], num_workers: int) -> list[dict]:
 
 
 def _write_samples(path: Path, parts: list[tuple[Path, int]]) -> int:
-    """Concatenate raw int16 parts into one .npy array; returns its length."""
+    """Concatenate raw int16 parts into one .npy array; returns its length. Plain writes, not
+    a memory map: a full disk is an OSError (ENOSPC) to report, not a SIGBUS that kills."""
     total = sum(n for _, n in parts)
-    out = np.lib.format.open_memmap(path, mode="w+", dtype="<i2", shape=(total,))
-    offset = 0
-    for part, n in parts:
-        for a in range(0, n, _BLOCK):
-            count = min(_BLOCK, n - a)
-            out[offset + a:offset + a + count] = np.fromfile(part, dtype="<i2", count=count,
-                                                             offset=2 * a)
-        offset += n
-        part.unlink()
-    out.flush()
+    with open(path, "wb") as out:
+        np.lib.format.write_array_header_1_0(
+            out, {"descr": "<i2", "fortran_order": False, "shape": (total,)})
+        for part, n in parts:
+            with open(part, "rb") as f:
+                shutil.copyfileobj(f, out, 1 << 22)
+            part.unlink()
     return total
 
 
@@ -282,15 +330,15 @@ def _print_summary(manifest: dict, report: dict, out_dir: Path) -> None:
 
 def _check_options(source: Path, opts: dict) -> None:
     if not source.exists():
-        raise FileNotFoundError(f"source={source} does not exist; give a folder of audio files")
+        raise NotFound(f"source={source} does not exist; give a folder of audio files")
     if opts["normalize"] not in NORMALIZE:
-        raise ValueError(f"normalize={opts['normalize']!r} is unknown; use one of {NORMALIZE}")
+        raise ConfigError(f"normalize={opts['normalize']!r} is unknown; use one of {NORMALIZE}")
     vf, tf = opts["valid_fraction"], opts["test_fraction"]
     if not (0 <= vf < 1 and 0 <= tf < 1 and vf + tf < 1):
-        raise ValueError(f"valid_fraction={vf}, test_fraction={tf}: each must be in [0, 1) and "
+        raise ConfigError(f"valid_fraction={vf}, test_fraction={tf}: each must be in [0, 1) and "
                          "their sum below 1, leaving files for training")
     if opts["sample_rate"] <= 0 or opts["chunk_seconds"] <= 0 or opts["min_seconds"] < 0:
-        raise ValueError(f"sample_rate={opts['sample_rate']}, chunk_seconds={opts['chunk_seconds']}"
+        raise ConfigError(f"sample_rate={opts['sample_rate']}, chunk_seconds={opts['chunk_seconds']}"
                          f", min_seconds={opts['min_seconds']}: the first two must be positive, "
                          "min_seconds >= 0")
 
@@ -312,7 +360,12 @@ def prepare(source, out_dir, sample_rate: int = 16000, normalize: str = "none",
             "seed": int(seed), "min_seconds": float(min_seconds),
             "chunk_seconds": float(chunk_seconds), "silence_db": float(silence_db)}
     _check_options(source, opts)
-    found = _walk(source, exclude=out_dir)
+    with DirLock(out_dir, "prepare", beside=True):  # one prepare per out_dir at a time
+        return _prepare(source, out_dir, opts, overwrite, num_workers, t0)
+
+
+def _prepare(source: Path, out_dir: Path, opts: dict, overwrite: bool, num_workers, t0) -> dict:
+    found, unreadable_dirs = _walk(source, exclude=out_dir)
     manifest_path = out_dir / "manifest.json"
     if manifest_path.exists():
         old = json.loads(manifest_path.read_text())
@@ -320,13 +373,13 @@ def prepare(source, out_dir, sample_rate: int = 16000, normalize: str = "none",
             print(f"{out_dir} is up to date with {source} (pass overwrite=true to rebuild)")
             return old
         if not overwrite:
-            raise FileExistsError(f"{out_dir} was prepared from other inputs or options; pass "
+            raise AlreadyExists(f"{out_dir} was prepared from other inputs or options; pass "
                                   "overwrite=true to replace it, or choose another name=/out_dir=")
     elif out_dir.exists() and any(out_dir.iterdir()):
-        raise FileExistsError(f"{out_dir} exists and is not a prepared dataset (no manifest.json); "
+        raise AlreadyExists(f"{out_dir} exists and is not a prepared dataset (no manifest.json); "
                               "refusing to write into it: choose another name=/out_dir=")
     if not found:
-        raise ValueError(f"no files found under {source}; give a folder that holds audio files")
+        raise NotFound(f"no files found under {source}; give a folder that holds audio files")
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.parent.glob(f".{out_dir.name}.partial-*"):
@@ -342,13 +395,13 @@ def prepare(source, out_dir, sample_rate: int = 16000, normalize: str = "none",
         for rec, (rel, _) in zip(recs, found):
             rec["source"] = rel
         kept = [r for r in recs if r["kept"]]
-        skipped = [r for r in recs if not r["kept"]]
+        skipped = [r for r in recs if not r["kept"]] + unreadable_dirs
         counts = {reason: sum(r["reason"] == reason for r in skipped)
                   for reason in dict.fromkeys(r["reason"] for r in skipped)}
         if not kept:
             examples = "; ".join(f"{r['source']} ({r['reason']}: {r['detail']})"
                                  for r in skipped[:3])
-            raise ValueError(f"no usable audio in {source}: {len(found)} files, all skipped "
+            raise BadFile(f"no usable audio in {source}: {len(found)} files, all skipped "
                              f"({counts}); e.g. {examples}")
         n_total = _write_samples(tmp / "samples.npy",
                                  [(tmp / f"{r['index']:07d}.i16", r["n_samples"]) for r in kept])
@@ -393,14 +446,14 @@ def run(cfg) -> dict:
     from omegaconf import OmegaConf
     base = Path(get_original_cwd()) if HydraConfig.initialized() else Path.cwd()
     if OmegaConf.is_missing(cfg, "source"):
-        raise ValueError("say which folder to prepare: python datasets/prepare.py "
+        raise ConfigError("say which folder to prepare: python datasets/prepare.py "
                          "source=<folder> name=<name>")
     if cfg.get("out_dir"):
         out_dir = Path(cfg.out_dir)
     elif not OmegaConf.is_missing(cfg, "name") and cfg.name:
         out_dir = Path("data") / str(cfg.name)
     else:
-        raise ValueError("say where to write: name=<name> (-> data/<name>) or out_dir=<folder>")
+        raise ConfigError("say where to write: name=<name> (-> data/<name>) or out_dir=<folder>")
     return prepare(base / Path(cfg.source).expanduser(), base / out_dir.expanduser(),
                    sample_rate=cfg.sample_rate, normalize=cfg.normalize,
                    valid_fraction=cfg.valid_fraction, test_fraction=cfg.test_fraction,

@@ -13,14 +13,16 @@ import torch
 import torch.nn.functional as F
 import torchaudio.functional as AF
 
+from .errors import ConfigError
+
 Q_TYPES = ("linear", "mu-law")
 
 
 def _check(q_type: str, q_levels: int) -> None:
     if q_type not in Q_TYPES:
-        raise ValueError(f"q_type={q_type!r} is unknown; use one of {Q_TYPES}")
+        raise ConfigError(f"q_type={q_type!r} is unknown; use one of {Q_TYPES}")
     if q_levels < 2:
-        raise ValueError(f"q_levels={q_levels} must be at least 2")
+        raise ConfigError(f"q_levels={q_levels} must be at least 2")
 
 
 def quantize(wav: torch.Tensor, q_type: str = "linear", q_levels: int = 256) -> torch.Tensor:

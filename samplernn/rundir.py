@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from .errors import UserError
+
 RUN_MARKERS = ("config.yaml", "metrics.jsonl", "summary.json")
 SEARCH_DEPTH = 3  # levels below a given path searched for run directories
 # Config keys that differ between seeds of one configuration; ignored when aggregating.
@@ -27,7 +29,7 @@ _RUN_SPECIFIC_PREFIXES = ("hydra.", "logger.")
 MISSING = "—"
 
 
-class ReportError(Exception):
+class ReportError(UserError):
     """A bad path or an empty selection; the message says what to do."""
 
 

@@ -30,10 +30,12 @@ import torch
 from torch.nn.utils import parametrize
 
 from . import native
+from .errors import ConfigError, Unavailable
 from .model import SampleRNN
 from .quantize import silence_code
 
 BACKENDS = ("native", "numpy", "torch")
+PRIME_CHUNK = 1 << 16  # prime samples run through the frame tiers at a time
 
 
 def _default_backend(device: torch.device, dtype: torch.dtype) -> str:
@@ -103,19 +105,19 @@ class Sampler:
                  backend: str | None = None, threads: int | None = None,
                  cuda_graph: bool | None = None):
         if temperature < 0:
-            raise ValueError(f"temperature={temperature} must be >= 0 (0 means greedy)")
+            raise ConfigError(f"temperature={temperature} must be >= 0 (0 means greedy)")
         device = next(model.parameters()).device
         self.device, self.dtype = device, next(model.parameters()).dtype
         self.backend = backend or _default_backend(device, self.dtype)
         if self.backend not in BACKENDS:
-            raise ValueError(f"backend={self.backend!r}; use one of {BACKENDS}")
+            raise ConfigError(f"backend={self.backend!r}; use one of {BACKENDS}")
         lib = None
         if self.backend == "native":
             if self.dtype != torch.float32:
-                raise ValueError(f"backend='native' runs float32 models; this one is {self.dtype}")
+                raise ConfigError(f"backend='native' runs float32 models; this one is {self.dtype}")
             lib = native.load()
             if lib is None:
-                raise RuntimeError("backend='native' needs a working C compiler (see the warning)")
+                raise Unavailable("backend='native' needs a working C compiler (see the warning)")
         self.xp = torch if self.backend == "torch" else np
         if self.backend != "torch":
             def to_array(x): return x.detach().cpu().numpy()
@@ -150,7 +152,7 @@ class Sampler:
         self.kernel, self._graph = None, None
         on_cuda = self.backend == "torch" and device.type == "cuda"
         if cuda_graph and not on_cuda:
-            raise ValueError("cuda_graph=True needs backend='torch' on a CUDA device")
+            raise ConfigError("cuda_graph=True needs backend='torch' on a CUDA device")
         self.cuda_graph = on_cuda if cuda_graph is None else cuda_graph
         if lib is not None:
             self.kernel = native.Kernel(lib, self.w, self.state, self.acc, batch_size,
@@ -159,7 +161,7 @@ class Sampler:
             self._capture()
 
     def _start(self, prime):
-        """Silence (and the prime, run through forward to warm every tier) -> (codes, hidden)."""
+        """Silence (and the prime, run through the frame tiers to warm them) -> (codes, hidden)."""
         cfg, b, lb = self.model.config, self.batch_size, self.lookback
         silence = silence_code(cfg.q_type, cfg.q_levels)
         if prime is None or prime.shape[-1] == 0:
@@ -169,14 +171,17 @@ class Sampler:
         if prime.dim() == 1:
             prime = prime[None]
         if prime.shape[0] not in (1, b):
-            raise ValueError(f"prime has {prime.shape[0]} rows; give 1 or num_samples={b}")
-        prime = prime.expand(b, -1)
+            raise ConfigError(f"prime has {prime.shape[0]} rows; give 1 or num_samples={b}")
         pad = (-prime.shape[1]) % lb
-        start = torch.full((b, lb + pad), silence, dtype=torch.long, device=self.device)
-        codes = torch.cat([start, prime], dim=1)
+        start = torch.full((prime.shape[0], lb + pad), silence, dtype=torch.long, device=self.device)
+        codes = torch.cat([start, prime], dim=1)  # [1 or B, lb + whole frames]
+        hidden, n = None, codes.shape[1] - lb
+        step = max(lb, PRIME_CHUNK // lb * lb)  # in chunks: constant memory for any prime
         with torch.no_grad():
-            _, hidden = self.model(codes)
-        return codes[:, -lb:], hidden
+            for a in range(0, n, step):
+                window = codes[:, a:a + lb + min(step, n - a)].expand(b, -1)
+                hidden = self.model.advance(window, hidden)
+        return codes[:, -lb:].expand(b, -1), hidden
 
     # -- one tier step and one sample step, in xp arithmetic -------------------------------
 

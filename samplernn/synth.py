@@ -117,7 +117,10 @@ def synthesize(out_dir, n_files: int = 24, seconds: float = 10.0, sample_rate: i
     return paths
 
 
-def build_default_dataset(out_dir="data/default", overwrite: bool = False) -> Path:
+DEFAULT_PATH = Path("data/default")  # the one place the built-in data are made (from the cwd)
+
+
+def build_default_dataset(out_dir=DEFAULT_PATH, overwrite: bool = False) -> Path:
     """Synthesise and prepare the default dataset into out_dir (relative to the cwd); a no-op
     when out_dir already holds a prepared dataset, unless overwrite. Returns out_dir."""
     from samplernn.prepare import prepare

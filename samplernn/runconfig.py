@@ -1,0 +1,115 @@
+"""A training run's config: checked before anything is written, and kept when it resumes.
+
+`check_config` checks every value a run needs, with one line naming the key at fault.
+
+A run directory is the run: resuming it (what the same command does by default, and what a
+requeued cluster job does) restores the config stored in its checkpoint. Only the keys in
+`MUTABLE_ON_RESUME` may change then (how long to train, how often and how to evaluate, where
+to run, where the same data now lives); asking to change another key is refused, naming it,
+before anything is written. Keys the command line does not name keep the run's values, so
+`resume` needs none of the original overrides.
+"""
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from .data import ORDERS, PROTOCOLS, SPLITS
+from .errors import ConfigError, check_choice, check_int, check_number
+from .model import SampleRNNConfig
+
+MUTABLE_ON_RESUME = ("train.max_steps", "train.max_minutes", "train.log_every",
+                     "train.max_nonfinite_steps", "eval.every", "eval.batch_size", "eval.seq_len",
+                     "eval.test", "eval.n_samples", "eval.sample_seconds", "eval.temperature",
+                     "device", "threads", "precision", "compile", "resume", "logger", "group",
+                     "dataset.path", "dataset.num_workers")
+# Config groups whose files may set any key (package _global_): naming one names everything.
+_GLOBAL_GROUPS = ("experiment", "debug", "variant")
+_ABSENT = object()
+
+
+def check_config(cfg: DictConfig) -> SampleRNNConfig:
+    """Every value a training run reads, checked up front; returns the model config."""
+    t, e, o = cfg.train, cfg.eval, cfg.optim
+    check_int("seed", cfg.seed, minimum=0)
+    check_choice("precision", cfg.precision, ("fp32", "bf16"))
+    check_int("threads", cfg.get("threads"), minimum=1, optional=True)
+    for key, minimum in (("max_steps", 0), ("batch_size", 1), ("seq_len", 1), ("log_every", 1),
+                         ("max_nonfinite_steps", 1)):
+        check_int(f"train.{key}", t[key], minimum=minimum)
+    check_number("train.max_minutes", t.max_minutes, above=0, optional=True)
+    check_choice("train.order", t.order, ORDERS)
+    for key, minimum in (("every", 1), ("batch_size", 1), ("seq_len", 1), ("n_samples", 0)):
+        check_int(f"eval.{key}", e[key], minimum=minimum)
+    check_number("eval.sample_seconds", e.sample_seconds, minimum=0)
+    check_number("eval.temperature", e.temperature, minimum=0)
+    check_choice("eval.split", e.split, SPLITS)
+    check_choice("eval.protocol", e.protocol, PROTOCOLS)
+    check_number("optim.lr", o.lr, above=0)
+    check_number("optim.weight_decay", o.weight_decay, minimum=0)
+    check_choice("optim.clip", o.clip, ("value", "norm", "none"))
+    check_number("optim.clip_value", o.clip_value, above=0)
+    check_int("optim.warmup_steps", o.warmup_steps, minimum=0)
+    if len(o.betas) != 2:
+        raise ConfigError(f"optim.betas={list(o.betas)} must be two numbers in [0, 1)")
+    for beta in o.betas:
+        check_number("optim.betas", beta, minimum=0)
+        if beta >= 1:
+            raise ConfigError(f"optim.betas={list(o.betas)} must be two numbers in [0, 1)")
+    check_number("dataset.segment_seconds", cfg.dataset.segment_seconds, above=0)
+    check_int("dataset.num_workers", cfg.dataset.num_workers, minimum=0)
+    model = SampleRNNConfig(**cfg.model)
+    if t.seq_len % model.frame_sizes[-1]:
+        raise ConfigError(f"train.seq_len={t.seq_len} must be a multiple of the top frame size "
+                          f"{model.frame_sizes[-1]} (model.frame_sizes={model.frame_sizes})")
+    return model
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _under(key: str, names) -> bool:
+    return any(key == n or key.startswith(n + ".") for n in names)
+
+
+def asked_keys() -> list[str] | None:
+    """The config keys the command line names (Hydra's task overrides), or None when not
+    launched by Hydra (the API: the whole config passed in counts as asked)."""
+    from hydra.core.hydra_config import HydraConfig
+    if not HydraConfig.initialized():
+        return None
+    keys = []
+    for override in HydraConfig.get().overrides.task:
+        key = override.split("=", 1)[0].lstrip("+~")
+        keys.append(key)
+    return keys
+
+
+def resumed_config(cfg: DictConfig, stored: dict, source: Path,
+                   asked: list[str] | None) -> DictConfig:
+    """The run's stored config with the changes asked for applied, or ConfigError naming the
+    first asked change that a resumed run cannot take. Keys the stored config lacks (added
+    to this code since the run started) take the new config's values."""
+    new, old = flatten(OmegaConf.to_container(cfg, resolve=True)), flatten(stored)
+    everything = asked is None or any(_under(k, _GLOBAL_GROUPS) for k in asked)
+    changed = [k for k in sorted(old) if new.get(k, _ABSENT) is not _ABSENT
+               and new[k] != old[k] and (everything or _under(k, asked))]
+    refused = [k for k in changed if not _under(k, MUTABLE_ON_RESUME)]
+    if refused:
+        k = refused[0]
+        raise ConfigError(
+            f"{k}={new[k]} cannot change when resuming the run in {source.parent.parent} (it has "
+            f"{k}={old[k]}); a resumed run keeps its config except {', '.join(MUTABLE_ON_RESUME)}"
+            ": start a new run (another hydra.run.dir) to change the rest")
+    merged = OmegaConf.create(stored)
+    for k in changed + [k for k in new if k not in old]:
+        OmegaConf.update(merged, k, new[k], force_add=True)
+    return merged
