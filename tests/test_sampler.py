@@ -142,6 +142,18 @@ def test_greedy_after_prime_equals_forward_over_prime(tiers, rnn_type):
     assert torch.equal(out, expected)
 
 
+def test_a_long_prime_runs_in_chunks_with_the_same_result(monkeypatch):
+    """The prime goes through the frame tiers a chunk at a time (constant memory for a
+    prime of any length); chunking changes nothing."""
+    from samplernn import sampler as sampler_module
+    model = tiny([2, 8], "lstm")
+    torch.manual_seed(5)
+    prime = torch.randint(0, 64, (1, 203)).to(DEVICE)
+    whole = generate(model, 2, 32, temperature=0, prime=prime)
+    monkeypatch.setattr(sampler_module, "PRIME_CHUNK", 16)
+    assert torch.equal(generate(model, 2, 32, temperature=0, prime=prime), whole)
+
+
 def test_prime_warms_state_beyond_last_frame():
     model = tiny([2, 8])
     torch.manual_seed(4)

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 import torch
+import yaml
 
 from samplernn import SampleRNN, SampleRNNConfig, load_checkpoint
 from samplernn.train import run
@@ -92,7 +93,7 @@ def test_resume_after_a_kill_continues_the_same_trajectory(train_cfg, tmp_path, 
     with pytest.raises(KeyboardInterrupt):
         run(train_cfg(*overrides), run_dir=killed)
     monkeypatch.setattr(logger_module.RunLogger, "log", original)
-    assert json.loads((killed / "summary.json").read_text())["status"] == "failed"
+    assert json.loads((killed / "summary.json").read_text())["status"] == "interrupted"
     assert torch.load(killed / "checkpoints" / "last.pt", weights_only=True)["step"] == 4
 
     run(train_cfg(*overrides, "resume=auto"), run_dir=killed)
@@ -216,12 +217,27 @@ def test_multirun_sweep_of_tiers_shares_one_wandb_group(tiny_dataset, tmp_path):
         assert list((sweep / str(i) / "wandb").glob("offline-run-*"))
 
 
-def test_a_finished_run_directory_is_not_overwritten(train_cfg, tmp_path):
+def test_a_run_directory_is_the_run(train_cfg, tmp_path):
+    """The same command again finds the run finished and changes nothing; a longer
+    train.max_steps continues it; an immutable change, or resume=false, is refused with one
+    line before anything is written."""
+    from samplernn.errors import ConfigError
     run(train_cfg("train.max_steps=2", "eval.n_samples=0"), run_dir=tmp_path)
-    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-    with pytest.raises(FileExistsError, match="resume=auto"):
-        run(train_cfg("train.max_steps=3", "eval.n_samples=0"), run_dir=tmp_path)
-    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    files = lambda: {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}  # noqa: E731
+    before = files()
+    assert run(train_cfg("train.max_steps=2", "eval.n_samples=0"), run_dir=tmp_path)["step"] == 2
+    assert files() == before
+    with pytest.raises(ConfigError, match=r"model.dim=16 cannot change when resuming .* model.dim=32"):
+        run(train_cfg("train.max_steps=3", "eval.n_samples=0", "model.dim=16"), run_dir=tmp_path)
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        run(train_cfg("train.max_steps=3", "eval.n_samples=0", "resume=false"), run_dir=tmp_path)
+    assert files() == before
+    first = series(tmp_path, "train/nll_bits")
+    final = run(train_cfg("train.max_steps=3", "eval.n_samples=0"), run_dir=tmp_path)
+    assert final["step"] == 3
+    assert series(tmp_path, "train/nll_bits")[:len(first)] == first and first
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert config["train"]["max_steps"] == 3 and config["model"]["dim"] == 32
 
 
 def test_bf16_autocast_trains_like_fp32(train_cfg, tmp_path):
