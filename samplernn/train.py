@@ -355,6 +355,9 @@ def _train(cfg: DictConfig, run_dir: Path, state: dict | None, resume_from: Path
             if not stop.requested and validated_at != step:
                 validate()
             test = None
+            if not stop.requested and not math.isfinite(best):
+                raise Diverged(f"no validation of this run gave a finite {e_cfg.split} NLL, so it "
+                               "has no best.pt: lower optim.lr or check the data")
             if not stop.requested and e_cfg.test and dataset.files("test"):
                 best_state = read_checkpoint(run_dir / "checkpoints" / "best.pt", device)
                 model.load_state_dict(best_state["model"])
