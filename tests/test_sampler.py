@@ -185,7 +185,10 @@ def test_same_seed_same_codes():
 @pytest.mark.parametrize("backend", CPU_BACKENDS + ["torch"])
 def test_first_sample_follows_the_model_distribution(temperature, backend):
     """Each backend draws from softmax(logits / temperature): the total variation between
-    20,000 draws and that distribution stays near what exact sampling gives (about 5 sigma)."""
+    20,000 draws and that distribution stays near what exact sampling gives. Its ratio to
+    exact_tv has mean 1.0 and sd 0.155 under exact sampling (2,000 simulated sets of 20,000
+    draws): the bound 2.0 is 6.5 sd (1.5, 3.2 sd, once failed by chance at 1.53 on a GPU
+    machine, whose h0 is drawn by CUDA), and the wrong temperature gives 20 to 31."""
     model = tiny([2, 8]).float()
     with torch.no_grad():  # a peaked distribution, so a wrong temperature shows
         bias = torch.randn(64, generator=torch.Generator().manual_seed(0)) * 2
@@ -198,9 +201,9 @@ def test_first_sample_follows_the_model_distribution(temperature, backend):
     freq = torch.bincount(out[:, 0].cpu(), minlength=64).double() / n
     tv = 0.5 * (freq - probs).abs().sum().item()
     exact_tv = 0.5 * torch.sqrt(2 * probs * (1 - probs) / (math.pi * n)).sum().item()
-    assert tv < 1.5 * exact_tv, (tv, exact_tv)
+    assert tv < 2.0 * exact_tv, (tv, exact_tv)
     wrong = torch.softmax(logits[0, 0].double().cpu() / (2 * temperature), dim=-1)
-    assert 0.5 * (freq - wrong).abs().sum().item() > 1.5 * exact_tv  # the test can tell
+    assert 0.5 * (freq - wrong).abs().sum().item() > 2.0 * exact_tv  # the test can tell
 
 
 def test_streamed_blocks_equal_one_pass():
