@@ -233,14 +233,13 @@ def _train(cfg: DictConfig, run_dir: Path, state: dict | None, resume_from: Path
     preset, group, tags = _identity(cfg, model_cfg.n_tiers, dataset.name, previous)
     if resume_from is not None:
         log.info("resuming from %s at step %d", resume_from, step)
-    summary = {"preset": preset, "tiers": model_cfg.n_tiers, "n_parameters": model.n_parameters(),
-               "sample_rate": dataset.sample_rate, "dataset": dataset.name, "group": group,
-               "status": "running", "step": step}
-    summary.update({k: previous[k] for k in ("best_valid_nll_bits", "wall_time_s") if k in previous})
-    _write_json(run_dir / "summary.json", summary)
     logger = RunLogger(run_dir, run_config["logger"], run_config, group=group, tags=tags,
                        name=run_dir.name, run_id=wandb_id)
-    summary["wandb_id"] = logger.run_id
+    summary = {"preset": preset, "tiers": model_cfg.n_tiers, "n_parameters": model.n_parameters(),
+               "sample_rate": dataset.sample_rate, "dataset": dataset.name, "group": group,
+               "status": "running", "step": step, "wandb_id": logger.run_id}
+    summary.update({k: previous[k] for k in ("best_valid_nll_bits", "wall_time_s") if k in previous})
+    _write_json(run_dir / "summary.json", summary)
     log.info("model %s: %d tiers, %s parameters; data %s; device %s", preset, model_cfg.n_tiers,
              f"{model.n_parameters():,}", dataset.path, device)
     start = time.time() - elapsed0
