@@ -78,12 +78,12 @@ def read_checkpoint(path, device="cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise NotFound(f"checkpoint {path} does not exist; pass checkpoint=<run dir>/"
-                                "checkpoints/last.pt (or best.pt) of a training run")
+                       "checkpoints/last.pt (or best.pt) of a training run")
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # a truncated or foreign file
         raise BadFile(f"checkpoint {path} could not be read ({error}); it is not a samplernn "
-                         "checkpoint or it is damaged") from error
+                      "checkpoint or it is damaged") from error
     if not isinstance(state, dict) or "model_config" not in state:
         raise BadFile(f"{path} is not a samplernn checkpoint (no model_config inside)")
     bad = non_finite(state["model"])

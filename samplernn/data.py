@@ -48,15 +48,15 @@ class PreparedDataset:
         manifest_path, samples_path = self.path / "manifest.json", self.path / "samples.npy"
         if not manifest_path.is_file() or not samples_path.is_file():
             raise NotFound(f"{self.path} is not a prepared dataset (needs manifest.json "
-                                    f"and samples.npy); {hint}")
+                           f"and samples.npy); {hint}")
         try:
             self.manifest = json.loads(manifest_path.read_text())
         except json.JSONDecodeError as err:
             raise BadFile(f"{manifest_path} is not valid JSON ({err}); {hint} "
-                                    "with overwrite=true") from None
+                          "with overwrite=true") from None
         if self.manifest.get("version") != MANIFEST_VERSION:
             raise BadFile(f"{manifest_path} has version {self.manifest.get('version')}, this "
-                             f"code reads version {MANIFEST_VERSION}; {hint} with overwrite=true")
+                          f"code reads version {MANIFEST_VERSION}; {hint} with overwrite=true")
         self.sample_rate = int(self.manifest["sample_rate"])
         self._samples = None
 
@@ -67,9 +67,9 @@ class PreparedDataset:
             samples = np.load(self.path / "samples.npy", mmap_mode="r")
             if samples.dtype != np.int16 or samples.shape != (self.manifest["n_samples"],):
                 raise BadFile(f"{self.path / 'samples.npy'} holds {samples.dtype} "
-                                 f"{samples.shape}, the manifest says int16 "
-                                 f"({self.manifest['n_samples']},); prepare it again with "
-                                 "overwrite=true")
+                              f"{samples.shape}, the manifest says int16 "
+                              f"({self.manifest['n_samples']},); prepare it again with "
+                              "overwrite=true")
             self._samples = samples
         return self._samples
 
@@ -119,7 +119,7 @@ class Batch(NamedTuple):
 def _check_sizes(batch_size: int, seq_len: int, lookback: int) -> None:
     if batch_size < 1 or seq_len < 1 or lookback < 1:
         raise ConfigError(f"batch_size={batch_size}, seq_len={seq_len}, lookback={lookback}: "
-                         "each must be at least 1")
+                          "each must be at least 1")
 
 
 def pieces(files: list[dict], piece_samples: int | None) -> list[tuple[int, int]]:
@@ -212,7 +212,7 @@ class TrainStream(IterableDataset):
         self.builder = _ChunkBuilder(dataset, batch_size, seq_len, lookback, q_type, q_levels)
         if segment_samples < seq_len:
             raise ConfigError(f"segment_samples={segment_samples} is shorter than seq_len={seq_len}"
-                             "; raise the segment length or lower train.seq_len")
+                              "; raise the segment length or lower train.seq_len")
         if start_step < 0:
             raise ConfigError(f"start_step={start_step} must be >= 0")
         if order not in ORDERS:
@@ -222,7 +222,7 @@ class TrainStream(IterableDataset):
         if not runs:
             longest = max((f["n_samples"] for f in dataset.files("train")), default=0)
             raise ConfigError(f"no train file of {dataset.path} is as long as seq_len={seq_len} "
-                             f"samples (longest: {longest}); lower train.seq_len")
+                              f"samples (longest: {longest}); lower train.seq_len")
         self.offsets = np.array([r[0] for r in runs], np.int64)
         self.lengths = np.array([r[1] for r in runs], np.int64)
         self.cdf = np.cumsum(self.lengths) / self.lengths.sum()
@@ -329,7 +329,7 @@ class EvalStream(IterableDataset):
         files = dataset.files(split)
         if not files:
             raise ConfigError(f"split {split!r} of {dataset.path} has no files; prepare it with "
-                             f"{split}_fraction > 0")
+                              f"{split}_fraction > 0")
         self.runs = pieces(files, piece_samples)
         self.n_targets = sum(n for _, n in self.runs)
         # plan[row] = [(run index, first batch, n_chunks), ...]

@@ -93,7 +93,7 @@ class SampleRNNConfig:
                               ("init", INITS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"model.{name}={getattr(self, name)!r} is unknown; use one of "
-                                 f"{allowed}")
+                                  f"{allowed}")
         if self.q_levels < 2:
             raise ConfigError(f"model.q_levels={self.q_levels} must be at least 2")
         for name in ("dim", "n_rnn", "emb_dim"):
@@ -114,7 +114,7 @@ class SampleRNNConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"model config keys {unknown} are unknown to this version of "
-                             "samplernn; was the checkpoint written by a newer one?")
+                              "samplernn; was the checkpoint written by a newer one?")
         return cls(**{**DEVIATIONS, **values})
 
 

@@ -339,8 +339,8 @@ def _check_options(source: Path, opts: dict) -> None:
                          "their sum below 1, leaving files for training")
     if opts["sample_rate"] <= 0 or opts["chunk_seconds"] <= 0 or opts["min_seconds"] < 0:
         raise ConfigError(f"sample_rate={opts['sample_rate']}, chunk_seconds={opts['chunk_seconds']}"
-                         f", min_seconds={opts['min_seconds']}: the first two must be positive, "
-                         "min_seconds >= 0")
+                          f", min_seconds={opts['min_seconds']}: the first two must be positive, "
+                          "min_seconds >= 0")
 
 
 def prepare(source, out_dir, sample_rate: int = 16000, normalize: str = "none",
@@ -374,10 +374,10 @@ def _prepare(source: Path, out_dir: Path, opts: dict, overwrite: bool, num_worke
             return old
         if not overwrite:
             raise AlreadyExists(f"{out_dir} was prepared from other inputs or options; pass "
-                                  "overwrite=true to replace it, or choose another name=/out_dir=")
+                                "overwrite=true to replace it, or choose another name=/out_dir=")
     elif out_dir.exists() and any(out_dir.iterdir()):
         raise AlreadyExists(f"{out_dir} exists and is not a prepared dataset (no manifest.json); "
-                              "refusing to write into it: choose another name=/out_dir=")
+                            "refusing to write into it: choose another name=/out_dir=")
     if not found:
         raise NotFound(f"no files found under {source}; give a folder that holds audio files")
 
@@ -402,7 +402,7 @@ def _prepare(source: Path, out_dir: Path, opts: dict, overwrite: bool, num_worke
             examples = "; ".join(f"{r['source']} ({r['reason']}: {r['detail']})"
                                  for r in skipped[:3])
             raise BadFile(f"no usable audio in {source}: {len(found)} files, all skipped "
-                             f"({counts}); e.g. {examples}")
+                          f"({counts}); e.g. {examples}")
         n_total = _write_samples(tmp / "samples.npy",
                                  [(tmp / f"{r['index']:07d}.i16", r["n_samples"]) for r in kept])
         files, split_mode = _assign_splits(kept, opts)
@@ -447,7 +447,7 @@ def run(cfg) -> dict:
     base = Path(get_original_cwd()) if HydraConfig.initialized() else Path.cwd()
     if OmegaConf.is_missing(cfg, "source"):
         raise ConfigError("say which folder to prepare: python datasets/prepare.py "
-                         "source=<folder> name=<name>")
+                          "source=<folder> name=<name>")
     if cfg.get("out_dir"):
         out_dir = Path(cfg.out_dir)
     elif not OmegaConf.is_missing(cfg, "name") and cfg.name:

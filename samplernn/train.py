@@ -130,8 +130,8 @@ def _resume_path(cfg: DictConfig, run_dir: Path) -> Path | None:
     if cfg.resume in (None, False, "false", "never"):
         if last.exists():
             raise AlreadyExists(f"{run_dir} already holds a run (checkpoints/last.pt) and resume="
-                          f"{cfg.resume}; drop resume= to continue it, or choose another "
-                          "hydra.run.dir")
+                                f"{cfg.resume}; drop resume= to continue it, or choose another "
+                                "hydra.run.dir")
         return None
     if cfg.resume == "auto":
         return last if last.exists() else None
