@@ -45,7 +45,7 @@ class AudioError(UserError):
 def audio_info(path) -> dict:
     """Header facts without decoding: sample_rate, channels, n_frames, seconds, format.
 
-    Raises AudioError("empty" | "not_audio" | "unreadable").
+    Raises AudioError("empty" | "not_audio" | "unreadable" | "unsupported_format").
     """
     path = Path(path)
     if path.stat().st_size == 0:
@@ -54,7 +54,12 @@ def audio_info(path) -> dict:
         info = sf.info(str(path))
     except Exception as err:  # libsndfile reports every failure the same way
         with open(path, "rb") as f:
-            head = f.read(4)
+            head = f.read(12)
+        unsupported = _unsupported_format(head)
+        if unsupported:
+            raise AudioError(path, "unsupported_format", f"unsupported format ({unsupported}): "
+                             "soundfile (libsndfile) cannot decode it; convert it, e.g. with "
+                             f"ffmpeg -i '{path.name}' '{path.stem}.flac'") from None
         known = any(head.startswith(m) for m in _MAGIC)
         reason = "unreadable" if known else "not_audio"
         raise AudioError(path, reason, f"soundfile cannot open it ({str(err).strip()})") from None
@@ -64,6 +69,18 @@ def audio_info(path) -> dict:
     return {"sample_rate": int(info.samplerate), "channels": int(info.channels),
             "n_frames": n_frames, "seconds": n_frames / info.samplerate,
             "format": f"{info.format}/{info.subtype}"}
+
+
+def _unsupported_format(head: bytes) -> str | None:
+    """Audio containers libsndfile does not read, by their first bytes: MP4/M4A (AAC, ALAC),
+    raw AAC (ADTS), WMA/ASF."""
+    if head[4:8] == b"ftyp":
+        return "MP4/M4A, e.g. AAC"
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xF6 == 0xF0:
+        return "AAC (ADTS)"
+    if head.startswith(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"):
+        return "WMA/ASF"
+    return None
 
 
 def resampled_length(n_frames: int, orig_rate: int, new_rate: int) -> int:

@@ -122,3 +122,8 @@ def _preset() -> str:
     from hydra.core.hydra_config import HydraConfig
     return HydraConfig.get().runtime.choices.get("model", "custom") if HydraConfig.initialized() \
         else "custom"
+
+
+if __name__ == "__main__":  # python -m samplernn.benchmark: the same app as samplernn-benchmark
+    from .cli import benchmark
+    benchmark()

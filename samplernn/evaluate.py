@@ -10,10 +10,12 @@ Every sample of the split is predicted exactly once. Two protocols:
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
+from tqdm import tqdm
 
 from .checkpoint import load_checkpoint
 from .data import PROTOCOLS, SPLITS, PreparedDataset, eval_loader, pieces
@@ -61,7 +63,9 @@ def evaluate_nll(model: SampleRNN, dataset: PreparedDataset, split: str, batch_s
         seq_len = min(seq_len, -(-piece // model.lookback) * model.lookback)
     loader = eval_loader(dataset, split, batch_size, seq_len, model.lookback, cfg.q_type,
                          cfg.q_levels, piece_samples=piece)
-    for batch in loader:
+    bar = tqdm(loader, total=len(loader), desc=f"{split} NLL", unit="batch", leave=False,
+               dynamic_ncols=True, disable=not sys.stderr.isatty())
+    for batch in bar:
         if should_stop is not None and should_stop():
             model.train(was_training)
             return None
@@ -113,3 +117,8 @@ def run(cfg: DictConfig) -> dict:
     print(json.dumps(result))
     print(f"written to {out}")
     return result
+
+
+if __name__ == "__main__":  # python -m samplernn.evaluate: the same app as samplernn-evaluate
+    from .cli import evaluate
+    evaluate()

@@ -141,3 +141,8 @@ def _generate(cfg, model, info, device, temps, prime, length, block, rate, out_d
             written += paths
         bar.close()
 
+
+
+if __name__ == "__main__":  # python -m samplernn.generation: the same app as samplernn-generate
+    from .cli import generate
+    generate()

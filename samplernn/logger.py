@@ -19,7 +19,10 @@ class RunLogger:
     """metrics.jsonl in the run directory, mirrored to a W&B run."""
 
     def __init__(self, run_dir, logger_cfg: dict, run_config: dict, *, group: str | None,
-                 tags: list[str], name: str | None = None, run_id: str | None = None):
+                 tags: list[str], name: str | None = None, run_id: str | None = None,
+                 job_type: str = "train", identity: dict | None = None):
+        """identity: what a W&B workspace groups and filters runs by (tiers, preset,
+        n_parameters, dataset), added to the W&B config at its top level."""
         self.run_dir = Path(run_dir)
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.wandb = None
@@ -29,13 +32,18 @@ class RunLogger:
             os.environ.setdefault("WANDB_SILENT", "true")
             import wandb
             self.wandb = wandb
+            settings = wandb.Settings(console=logger_cfg.get("console", "auto"),
+                                      x_disable_stats=not logger_cfg.get("system_metrics", True))
             self.run = wandb.init(
                 mode=mode, project=logger_cfg.get("project", "samplernn"),
                 entity=logger_cfg.get("entity"), dir=str(self.run_dir), group=group,
-                tags=list(tags) + list(logger_cfg.get("tags") or []), name=name,
-                config=run_config, id=run_id, resume="allow" if run_id else None,
-                settings=wandb.Settings(console="off", x_disable_stats=True))
+                job_type=job_type, tags=list(tags) + list(logger_cfg.get("tags") or []),
+                name=name, config={**run_config, **(identity or {})}, id=run_id,
+                resume="allow" if run_id else None, settings=settings)
+            self.run.define_metric("trainer/step")
             self.run.define_metric("*", step_metric="trainer/step")
+            for key in ("train/nll_bits", "valid/nll_bits", "test/nll_bits"):
+                self.run.define_metric(key, step_metric="trainer/step", summary="min")
         except Exception as error:  # noqa: BLE001 - W&B must never stop training
             self._off(error)
 
@@ -43,12 +51,13 @@ class RunLogger:
     def run_id(self) -> str | None:
         return getattr(self.run, "id", None) if self.run is not None else None
 
-    def run_dir_wandb(self) -> Path | None:
-        """The offline run's folder (for `wandb sync`), or None when W&B is off or online."""
+    def sync_hint(self) -> str | None:
+        """What to pass `wandb sync` for every segment of this run (a resumed run writes one
+        offline-run-* folder per start, all with the same id), or None when W&B is not offline."""
         try:
             if self.run is None or self.run.settings.mode != "offline":
                 return None
-            return Path(self.run.dir).parent
+            return str(Path(self.run.dir).parent.parent / f"offline-run-*-{self.run.id}")
         except Exception:  # noqa: BLE001 - only a hint for the user
             return None
 
@@ -89,21 +98,31 @@ class RunLogger:
             f.write(json.dumps(record) + "\n")
         self._wandb(lambda: self.run.log({**metrics, "trainer/step": step}))
 
-    def log_media(self, step: int, audio: list[tuple[str, "object", int]],
-                  images: list[tuple[str, bytes]]) -> None:
-        """audio: (key, wav float numpy [n], sample_rate); images: (key, PNG bytes)."""
-        if self.run is None:
+    def log_media(self, step: int, samples: list[dict]) -> None:
+        """samples: {"index", "wav" (float numpy [n]), "sample_rate", "caption",
+        "waveform_png", "spectrogram_png" (PNG bytes), "temperature", "seed"}: each as captioned
+        audio and images, and all of them as one table row each (listen side by side)."""
+        if self.run is None or not samples:
             return
 
         def send():
             import io
 
             from PIL import Image
+            wandb = self.wandb
             payload = {"trainer/step": step}
-            for key, wav, rate in audio:
-                payload[key] = self.wandb.Audio(wav, sample_rate=rate)
-            for key, png in images:
-                payload[key] = self.wandb.Image(Image.open(io.BytesIO(png)))
+            table = wandb.Table(columns=["step", "sample", "temperature", "seed", "audio",
+                                         "spectrogram"])
+            for s in samples:
+                k, caption = s["index"], s["caption"]
+                audio = wandb.Audio(s["wav"], sample_rate=s["sample_rate"], caption=caption)
+                spectrogram = wandb.Image(Image.open(io.BytesIO(s["spectrogram_png"])), caption=caption)
+                payload[f"samples/audio_{k}"] = audio
+                payload[f"samples/spectrogram_{k}"] = spectrogram
+                payload[f"samples/waveform_{k}"] = wandb.Image(
+                    Image.open(io.BytesIO(s["waveform_png"])), caption=caption)
+                table.add_data(step, k, s["temperature"], s["seed"], audio, spectrogram)
+            payload["samples/table"] = table
             self.run.log(payload)
         self._wandb(send)
 

@@ -29,6 +29,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -195,7 +196,8 @@ def _decode_all(jobs: list[tuple], num_workers: int) -> list[dict]:
     dies (a decoder crash) does not stop the run: the unfinished files are retried one per
     fresh worker, and the one that kills its worker is reported as unreadable."""
     results: dict[int, dict] = {}
-    bar = tqdm(total=len(jobs), unit="file", desc="decoding", dynamic_ncols=True)
+    bar = tqdm(total=len(jobs), unit="file", desc="decoding", dynamic_ncols=True,
+               disable=not sys.stderr.isatty())  # a bar only on a terminal, never in batch logs
     if num_workers <= 0:
         import torch
         before = _one_torch_thread()
@@ -460,3 +462,8 @@ def run(cfg) -> dict:
                    seed=cfg.seed, min_seconds=cfg.min_seconds, overwrite=cfg.overwrite,
                    num_workers=cfg.num_workers, chunk_seconds=cfg.chunk_seconds,
                    silence_db=cfg.silence_db)
+
+
+if __name__ == "__main__":  # python -m samplernn.prepare: the same app as samplernn-prepare
+    from .cli import prepare
+    prepare()

@@ -284,3 +284,7 @@ def run(argv=None) -> int:
 
 def main() -> None:
     sys.exit(run(sys.argv[1:]))
+
+
+if __name__ == "__main__":  # python -m samplernn.report: the same as samplernn-compare
+    main()

@@ -27,7 +27,7 @@ def write_samples(model, run_dir, step: int, logger, *, n: int, seconds: float,
     wavs = dequantize(codes.cpu(), cfg.q_type, cfg.q_levels).numpy()
     out_dir = Path(run_dir) / "samples" / f"step_{step}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    audio, images = [], []
+    media = []
     for k, wav in enumerate(wavs):
         stem = out_dir / f"sample_{k}"
         write_wav(stem.with_suffix(".wav"), wav, sample_rate)
@@ -40,9 +40,10 @@ def write_samples(model, run_dir, step: int, logger, *, n: int, seconds: float,
         spec = spectrogram_png(wav, sample_rate, title=f"step {step}, sample {k}")
         Path(f"{stem}_waveform.png").write_bytes(wave)
         Path(f"{stem}_spectrogram.png").write_bytes(spec)
-        audio.append((f"samples/audio_{k}", wav, sample_rate))
-        images += [(f"samples/waveform_{k}", wave), (f"samples/spectrogram_{k}", spec)]
+        media.append({"index": k, "wav": wav, "sample_rate": sample_rate, "waveform_png": wave,
+                      "spectrogram_png": spec, "temperature": temperature, "seed": seed,
+                      "caption": f"step {step}, sample {k}, temperature {temperature:g}, seed {seed}"})
     logger.log({"perf/gen_samples_per_s": speed}, step)
-    logger.log_media(step, audio, images)
+    logger.log_media(step, media)
     return speed
 

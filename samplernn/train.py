@@ -25,8 +25,10 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .checkpoint import read_checkpoint, restore_rng, save_checkpoint
+from .cli import command
 from .data import PreparedDataset, train_loader
 from .device import autocast, pick_device
 from .errors import AlreadyExists, BadFile, NotFound, UserError
@@ -60,19 +62,21 @@ def _run_dir(cfg: DictConfig, run_dir) -> Path:
     raise ValueError("no run directory: call run(cfg, run_dir=...) or launch through Hydra")
 
 
-def _identity(cfg: DictConfig, tiers: int, dataset_name: str,
-              previous: dict) -> tuple[str, str, list[str]]:
-    """(model preset, W&B group, tags): a resumed run keeps its preset."""
+def _identity(cfg: DictConfig, tiers: int, dataset_name: str, previous: dict) -> dict:
+    """What the run is, for people and W&B: preset, group, name (e.g. three_tier-s1, or
+    three_tier-authors-s1 with a variant) and tags. A resumed run keeps its own."""
     hc = _hydra_runtime()
-    preset = previous.get("preset") or (hc.runtime.choices.get("model") if hc is not None
-                                        else None) or cfg.get("preset") or "custom"
+    choices = hc.runtime.choices if hc is not None else {}
+    preset = previous.get("preset") or choices.get("model") or "custom"
     group = cfg.get("group") or cfg.get("experiment_name")
     if hc is not None and str(hc.mode) == "RunMode.MULTIRUN":
         sweep = Path(hc.sweep.dir)
         group = f"{group or 'sweep'}-{sweep.parent.name}-{sweep.name}"
-    group = previous.get("group") or group or dataset_name
-    tags = [f"tiers={tiers}", f"preset={preset}", f"dataset={dataset_name}"]
-    return preset, group, tags
+    variant = choices.get("variant")
+    name = "-".join([preset] + ([variant] if variant else []) + [f"s{cfg.seed}"])
+    return {"preset": preset, "group": previous.get("group") or group or dataset_name,
+            "name": previous.get("name") or name,
+            "tags": [f"tiers={tiers}", f"preset={preset}", f"dataset={dataset_name}"]}
 
 
 def open_dataset(dataset_cfg) -> PreparedDataset:
@@ -150,7 +154,8 @@ def _finite_rows(model: SampleRNN, hidden: list[torch.Tensor]) -> list[torch.Ten
     return model.reset_hidden(hidden, bad) if bad.any() else hidden
 
 
-def _print_next_steps(run_dir: Path, final: dict, wandb_dir: Path | None) -> None:
+def _print_next_steps(run_dir: Path, final: dict, sync: str | None) -> None:
+    best = run_dir / "checkpoints" / "best.pt"
     lines = ["", "Done: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                        for k, v in final.items()),
              f"  run directory  {run_dir}",
@@ -158,13 +163,12 @@ def _print_next_steps(run_dir: Path, final: dict, wandb_dir: Path | None) -> Non
              f"  checkpoints    {run_dir / 'checkpoints'}/{{last,best}}.pt",
              f"  samples        {run_dir / 'samples'}/step_<N>/*.wav (+ .json, .png)",
              "Next:",
-             f"  generate more  python scripts/generate.py checkpoint={run_dir / 'checkpoints' / 'best.pt'} "
-             "num_samples=4 seconds=10",
-             f"  train longer   python scripts/train.py hydra.run.dir={run_dir} train.max_steps=<more>",
-             f"  evaluate       python scripts/evaluate.py checkpoint={run_dir / 'checkpoints' / 'best.pt'}",
-             f"  compare runs   python scripts/compare.py {run_dir} <other run dirs>"]
-    if wandb_dir is not None:
-        lines.append(f"  sync to W&B    wandb sync {wandb_dir}")
+             f"  generate more  {command('generate')} checkpoint={best} num_samples=4 seconds=10",
+             f"  train longer   {command('train')} hydra.run.dir={run_dir} train.max_steps=<more>",
+             f"  evaluate       {command('evaluate')} checkpoint={best}",
+             f"  compare runs   {command('compare')} {run_dir} <other run dirs>"]
+    if sync is not None:
+        lines.append(f"  sync to W&B    wandb sync {sync}   (every segment of the run)")
     print("\n".join(lines), flush=True)
 
 
@@ -230,14 +234,16 @@ def _train(cfg: DictConfig, run_dir: Path, state: dict | None, resume_from: Path
     _setup_logging(run_dir)
     run_config = OmegaConf.to_container(cfg, resolve=True)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    preset, group, tags = _identity(cfg, model_cfg.n_tiers, dataset.name, previous)
+    who = _identity(cfg, model_cfg.n_tiers, dataset.name, previous)
+    preset = who["preset"]
     if resume_from is not None:
         log.info("resuming from %s at step %d", resume_from, step)
-    logger = RunLogger(run_dir, run_config["logger"], run_config, group=group, tags=tags,
-                       name=run_dir.name, run_id=wandb_id)
-    summary = {"preset": preset, "tiers": model_cfg.n_tiers, "n_parameters": model.n_parameters(),
-               "sample_rate": dataset.sample_rate, "dataset": dataset.name, "group": group,
-               "status": "running", "step": step, "wandb_id": logger.run_id}
+    identity = {"tiers": model_cfg.n_tiers, "preset": preset,
+                "n_parameters": model.n_parameters(), "dataset": dataset.name}
+    logger = RunLogger(run_dir, run_config["logger"], run_config, group=who["group"],
+                       tags=who["tags"], name=who["name"], run_id=wandb_id, identity=identity)
+    summary = {**identity, "name": who["name"], "sample_rate": dataset.sample_rate,
+               "group": who["group"], "status": "running", "step": step, "wandb_id": logger.run_id}
     summary.update({k: previous[k] for k in ("best_valid_nll_bits", "wall_time_s") if k in previous})
     _write_json(run_dir / "summary.json", summary)
     log.info("model %s: %d tiers, %s parameters; data %s; device %s", preset, model_cfg.n_tiers,
@@ -294,7 +300,8 @@ def _train(cfg: DictConfig, run_dir: Path, state: dict | None, resume_from: Path
     exit_code = 1
     try:
         logger.truncate_after(step)  # lines a killed run wrote after its last checkpoint
-        with stop:
+        first_step, loop_t0 = step, time.time()
+        with stop, logging_redirect_tqdm():  # log lines print above the bar, not through it
             model.train()
             if step and step % e_cfg.every == 0 and validated_at != step:
                 validate()  # the one a signal cut short before this run resumed
@@ -344,6 +351,11 @@ def _train(cfg: DictConfig, run_dir: Path, state: dict | None, resume_from: Path
                                         samples_per_s=f"{rate:,.0f}")
                     logger.log(metrics, step)
                     summary["train_samples_per_s"] = rate
+                    if math.isfinite(budget_s):  # the bar's end: the steps the time budget allows
+                        per_s = (step - first_step) / max(time.time() - loop_t0, 1e-9)
+                        left_s = budget_s - (time.time() - start)
+                        bar.total = min(t_cfg.max_steps, step + max(0, int(left_s * per_s)))
+                        bar.refresh()
                     log.info("step %d  train/nll_bits %.4f  samples/s %.0f", step,
                              metrics.get("train/nll_bits", math.nan), rate)
                     window, window_t, window_steps = [], time.time(), 0
@@ -371,9 +383,9 @@ def _train(cfg: DictConfig, run_dir: Path, state: dict | None, resume_from: Path
             final["test/nll_bits"] = summary["test_nll_bits"] = test["nll_bits"]
         summary.update(status="finished", step=step, wall_time_s=time.time() - start, final=final)
         _write_json(run_dir / "summary.json", summary)
-        logger.summary(final)
+        logger.summary({"best_valid_nll_bits": best, "final_step": step})  # NLLs keep their min
         exit_code = 0
-        _print_next_steps(run_dir, final, logger.run_dir_wandb())
+        _print_next_steps(run_dir, final, logger.sync_hint())
         return final
     except SystemExit:  # a signal's stop: its status is written
         raise
@@ -399,3 +411,8 @@ def _stop(stop: StopRequest, run_dir: Path, step: int, summary: dict, checkpoint
                 name, step, run_dir / "checkpoints" / "last.pt")
     logger.finish(1)
     stop.stop()  # the scheduler's handler (e.g. submitit: requeue), or exit 128 + signal
+
+
+if __name__ == "__main__":  # python -m samplernn.train: the same app as samplernn-train
+    from .cli import train
+    train()

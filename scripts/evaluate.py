@@ -1,17 +1,10 @@
 """Exact NLL of a checkpoint: python scripts/evaluate.py checkpoint=<path> [split=test]"""
 
-import hydra
-from omegaconf import DictConfig
+import sys
+from pathlib import Path
 
-import samplernn.evaluate
-from samplernn.errors import one_line_errors
-
-
-@hydra.main(config_path="../configs", config_name="evaluate", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    with one_line_errors():  # a user error is one line (exit 2), never a traceback
-        samplernn.evaluate.run(cfg)
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
+from samplernn.cli import evaluate as main  # noqa: E402  (the same app as samplernn-evaluate)
 
 if __name__ == "__main__":
     main()

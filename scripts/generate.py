@@ -1,17 +1,10 @@
 """WAV files from a checkpoint: python scripts/generate.py checkpoint=<path> [seconds=10 ...]"""
 
-import hydra
-from omegaconf import DictConfig
+import sys
+from pathlib import Path
 
-import samplernn.generation
-from samplernn.errors import one_line_errors
-
-
-@hydra.main(config_path="../configs", config_name="generate", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    with one_line_errors():  # a user error is one line (exit 2), never a traceback
-        samplernn.generation.run(cfg)
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
+from samplernn.cli import generate as main  # noqa: E402  (the same app as samplernn-generate)
 
 if __name__ == "__main__":
     main()

@@ -1,18 +1,10 @@
 """Train SampleRNN: python scripts/train.py [model=three_tier] [dataset=...] [key=value ...]"""
 
-import hydra
-from omegaconf import DictConfig
+import sys
+from pathlib import Path
 
-import samplernn.train
-from samplernn.errors import one_line_errors
-
-
-@hydra.main(config_path="../configs", config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
-    with one_line_errors():  # a user error is one line (exit 2), never a traceback
-        final = samplernn.train.run(cfg)
-    return final.get("test/nll_bits", final.get("valid/nll_bits"))
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
+from samplernn.cli import train as main  # noqa: E402  (the same app as samplernn-train)
 
 if __name__ == "__main__":
     main()

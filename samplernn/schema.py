@@ -1,0 +1,174 @@
+"""The typed shape of every command's config, registered in Hydra's ConfigStore.
+
+Each primary config (configs/train.yaml, generate.yaml, evaluate.yaml, prepare.yaml,
+benchmark.yaml) starts its defaults list with its schema here, so composition checks every
+key and type: a misspelt key or `train.max_steps=abc` fails with Hydra's message before
+anything runs. Values a type cannot express (ranges, choices) are checked when a command
+starts, with one line naming the key (runconfig.check_config and each task's own checks).
+Hydra composes, Python constructs: these dataclasses only describe; the model's group
+is `SampleRNNConfig` itself.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+
+from .model import SampleRNNConfig
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "default"
+    path: str = "data/default"
+    segment_seconds: float = 8.0
+    num_workers: int = 1
+    builtin: bool = False
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.0
+    clip: str = "value"
+    clip_value: float = 1.0
+    warmup_steps: int = 0
+
+
+@dataclass
+class LoggerConfig:
+    mode: str = "offline"
+    project: str = "samplernn"
+    entity: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+    system_metrics: bool = True
+    console: str = "auto"
+
+
+@dataclass
+class TrainLoopConfig:
+    max_steps: int = 3000
+    max_minutes: Optional[float] = None
+    batch_size: int = 16
+    seq_len: int = 512
+    log_every: int = 25
+    order: str = "epoch"
+    max_nonfinite_steps: int = 10
+
+
+@dataclass
+class EvalConfig:
+    every: int = 500
+    batch_size: int = 32
+    seq_len: int = 4096
+    protocol: str = "files"
+    split: str = "valid"
+    test: bool = True
+    n_samples: int = 2
+    sample_seconds: float = 2.0
+    temperature: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: SampleRNNConfig = field(default_factory=SampleRNNConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    seed: int = 1
+    device: str = "auto"
+    threads: Optional[int] = 1
+    precision: str = "fp32"
+    compile: bool = False
+    resume: Any = "auto"
+    experiment_name: Optional[str] = None
+    group: Optional[str] = None
+    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+@dataclass
+class DatasetPathConfig:
+    path: Optional[str] = None
+
+
+@dataclass
+class EvaluateConfig:
+    checkpoint: str = "???"
+    split: str = "test"
+    dataset: DatasetPathConfig = field(default_factory=DatasetPathConfig)
+    seq_len: Optional[int] = None
+    batch_size: int = 32
+    device: str = "auto"
+    threads: Optional[int] = 1
+    precision: str = "fp32"
+    protocol: Optional[str] = None
+    out: Optional[str] = None
+
+
+@dataclass
+class GenerateConfig:
+    checkpoint: str = "???"
+    num_samples: int = 4
+    seconds: float = 10.0
+    temperature: Any = 1.0  # a number, or a list of them
+    prime: Optional[str] = None
+    prime_seconds: Optional[float] = 2.0
+    seed: int = 1
+    batch_size: int = 16
+    block_seconds: float = 1.0
+    out_dir: Optional[str] = None
+    device: str = "auto"
+    backend: Optional[str] = None
+    threads: Optional[int] = None
+
+
+@dataclass
+class PrepareConfig:
+    source: str = "???"
+    name: str = "???"
+    out_dir: Optional[str] = None
+    sample_rate: int = 16000
+    normalize: str = "none"
+    chunk_seconds: float = 8.0
+    valid_fraction: float = 0.05
+    test_fraction: float = 0.05
+    seed: int = 0
+    min_seconds: float = 0.5
+    silence_db: float = -60.0
+    overwrite: bool = False
+    num_workers: Optional[int] = None
+
+
+@dataclass
+class BenchmarkConfig:
+    model: SampleRNNConfig = field(default_factory=SampleRNNConfig)
+    preset: Optional[str] = None
+    device: str = "cpu"
+    threads: Optional[int] = 1
+    precision: str = "fp32"
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 16])
+    train_seq_len: int = 512
+    train_steps: int = 5
+    warmup_steps: int = 2
+    gen_seconds: float = 1.0
+    repeats: int = 5
+    cuda_graph: Optional[bool] = None
+    sample_rate: int = 16000
+    seed: int = 0
+    out: Optional[str] = None
+
+
+SCHEMAS = {"train": TrainConfig, "evaluate": EvaluateConfig, "generate": GenerateConfig,
+           "prepare": PrepareConfig, "benchmark": BenchmarkConfig}
+
+
+def register() -> None:
+    """Store every schema as `<command>_schema` (the first default of configs/<command>.yaml)."""
+    store = ConfigStore.instance()
+    for command, schema in SCHEMAS.items():
+        store.store(name=f"{command}_schema", node=schema)
+
+
+register()
