@@ -6,6 +6,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+import samplernn.schema  # noqa: F401  (registers the config schemas, as the commands do)
+
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 torch.set_num_threads(1)  # tiny models: threads only add contention on a 2-core machine

@@ -34,7 +34,8 @@ GOOD = {  # relative path -> (seconds, source rate, channels, soundfile subtype 
     "e_16k.wav": (0.75, 16000, 1, "PCM_16"),
 }
 BAD = {"corrupt.flac": "unreadable", "empty.wav": "empty", "notes.wav": "not_audio",
-       "silent.wav": "silent", "short.wav": "too_short", "readme.txt": "not_audio"}
+       "silent.wav": "silent", "short.wav": "too_short", "readme.txt": "not_audio",
+       "voice.m4a": "unsupported_format"}
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +51,7 @@ def mixed(tmp_path_factory):
     (src / "empty.wav").write_bytes(b"")
     (src / "notes.wav").write_text("this is a text file named .wav\n" * 30)
     (src / "readme.txt").write_text("hello\n")
+    (src / "voice.m4a").write_bytes(b"\0\0\0\x20ftypM4A \0\0\2\0M4A mp42isom" + bytes(2000))  # AAC in MP4
     sf.write(src / "silent.wav", np.zeros(32000), 16000, subtype="PCM_16")
     sf.write(src / "short.wav", _tone(0.1, 16000), 16000, subtype="PCM_16")
     (src / ".DS_Store").write_bytes(b"\0\1\2")                 # hidden: ignored
@@ -83,7 +85,9 @@ def test_bad_files_are_reported_by_reason(mixed):
     report = json.loads((out / "report.json").read_text())
     assert {s["source"]: s["reason"] for s in report["skipped"]} == BAD
     assert report["counts"] == {"unreadable": 1, "empty": 1, "not_audio": 2, "silent": 1,
-                                "too_short": 1}
+                                "too_short": 1, "unsupported_format": 1}
+    m4a = next(s for s in report["skipped"] if s["source"] == "voice.m4a")
+    assert "unsupported format (MP4/M4A, e.g. AAC)" in m4a["detail"] and "ffmpeg" in m4a["detail"]
     assert report["n_found"] == report["n_kept"] + report["n_skipped"] == len(BAD) + len(
         manifest["files"])
     assert all(s["detail"] for s in report["skipped"])
