@@ -142,9 +142,10 @@ class _ChunkBuilder:
         self.dataset, self.B, self.T, self.L = dataset, batch_size, seq_len, lookback
         self.q_type, self.q_levels = q_type, q_levels
 
-    def new(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return (np.zeros((self.B, self.L + self.T), np.float32), np.zeros(self.B, bool),
-                np.zeros((self.B, self.T), bool))
+    def new(self, rows: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rows = self.B if rows is None else rows
+        return (np.zeros((rows, self.L + self.T), np.float32), np.zeros(rows, bool),
+                np.zeros((rows, self.T), bool))
 
     def fill(self, wav: np.ndarray, mask: np.ndarray, row: int, start: int, length: int,
              chunk: int) -> None:
@@ -203,13 +204,18 @@ class TrainStream(IterableDataset):
     Pieces or files shorter than seq_len are never used. `start_step=k` resumes at batch
     k exactly (the plan is replayed in integers, no audio is read). Under a DataLoader with
     W workers, worker w yields batches start_step + w, start_step + w + W, ..., so the
-    loader's round-robin keeps the order of W = 0.
+    loader's round-robin keeps the order of W = 0. `rows=(lo, hi)` yields only those rows of
+    each global batch of batch_size rows (one process's share in data-parallel training).
     """
 
     def __init__(self, dataset: PreparedDataset, batch_size: int, seq_len: int, lookback: int,
                  segment_samples: int, q_type: str = "linear", q_levels: int = 256,
-                 seed: int = 0, start_step: int = 0, order: str = "epoch"):
+                 seed: int = 0, start_step: int = 0, order: str = "epoch",
+                 rows: tuple[int, int] | None = None):
         self.builder = _ChunkBuilder(dataset, batch_size, seq_len, lookback, q_type, q_levels)
+        self.rows = range(*(rows or (0, batch_size)))
+        if not self.rows or self.rows.start < 0 or self.rows.stop > batch_size:
+            raise ConfigError(f"rows={rows} is not a part of a batch of {batch_size} rows")
         if segment_samples < seq_len:
             raise ConfigError(f"segment_samples={segment_samples} is shorter than seq_len={seq_len}"
                               "; raise the segment length or lower train.seq_len")
@@ -261,12 +267,12 @@ class TrainStream(IterableDataset):
         return self.offsets[i] + start, length // T
 
     def _locate(self, k: int) -> list[list[int]]:
-        """Per row [segment n, its first batch index, start, n_chunks] for the segment that
-        holds batch k: segment lengths are replayed in vectorised blocks."""
+        """Per row of self.rows [segment n, its first batch index, start, n_chunks] for the
+        segment that holds batch k: segment lengths are replayed in vectorised blocks."""
         B = self.builder.B
         first, n0 = np.zeros(B, np.int64), np.zeros(B, np.int64)
         out: list = [None] * B
-        rows = np.arange(B)
+        rows = np.arange(self.rows.start, self.rows.stop)
         block = 64
         while len(rows):
             ns = n0[rows, None] + np.arange(block)[None, :]
@@ -283,19 +289,19 @@ class TrainStream(IterableDataset):
             n0[rows[keep]] += block
             rows = rows[keep]
             block = min(block * 4, 1 << 16)
-        return out
+        return out[self.rows.start:self.rows.stop]
 
     def _batch(self, k: int, cursors: list) -> Batch:
-        wav, reset, mask = self.builder.new()
-        for row, cursor in enumerate(cursors):
+        wav, reset, mask = self.builder.new(len(self.rows))
+        for i, (row, cursor) in enumerate(zip(self.rows, cursors)):
             while k >= cursor[1] + cursor[3]:            # on to the row's next segment
                 cursor[1] += cursor[3]
                 cursor[0] += 1
                 start, chunks = self.segment(row, cursor[0])
                 cursor[2], cursor[3] = int(start[0]), int(chunks[0])
             chunk = k - cursor[1]
-            self.builder.fill(wav, mask, row, cursor[2], cursor[3] * self.builder.T, chunk)
-            reset[row] = chunk == 0
+            self.builder.fill(wav, mask, i, cursor[2], cursor[3] * self.builder.T, chunk)
+            reset[i] = chunk == 0
         return self.builder.batch(wav, reset, mask)
 
     def batch_at(self, k: int) -> Batch:
@@ -319,18 +325,19 @@ class EvalStream(IterableDataset):
     a run's first chunk). A run is a whole file, or with `piece_samples` each piece of that
     many samples cut from a file's start (the paper's protocol: state reset every 8 s).
     The last chunk of a run is padded with silence and masked; rows with nothing left are
-    all-masked silence with reset=True.
+    all-masked silence with reset=True. `shard=(i, n)` keeps runs i, i + n, i + 2n, ... (one
+    process's share; the shares' sums add up to the whole split's).
     """
 
     def __init__(self, dataset: PreparedDataset, split: str, batch_size: int, seq_len: int,
                  lookback: int, q_type: str = "linear", q_levels: int = 256,
-                 piece_samples: int | None = None):
+                 piece_samples: int | None = None, shard: tuple[int, int] = (0, 1)):
         self.builder = _ChunkBuilder(dataset, batch_size, seq_len, lookback, q_type, q_levels)
         files = dataset.files(split)
         if not files:
             raise ConfigError(f"split {split!r} of {dataset.path} has no files; prepare it with "
                               f"{split}_fraction > 0")
-        self.runs = pieces(files, piece_samples)
+        self.runs = pieces(files, piece_samples)[shard[0]::shard[1]]
         self.n_targets = sum(n for _, n in self.runs)
         # plan[row] = [(run index, first batch, n_chunks), ...]
         self.plan: list[list[tuple[int, int, int]]] = [[] for _ in range(batch_size)]
@@ -340,7 +347,7 @@ class EvalStream(IterableDataset):
             n_chunks = math.ceil(n_samples / seq_len)
             self.plan[row].append((i, t, n_chunks))
             heapq.heappush(free, (t + n_chunks, row))
-        self.n_batches = max(t for t, _ in free)
+        self.n_batches = max((t for t, _ in free), default=0)
 
     def __len__(self) -> int:
         return self.n_batches
@@ -373,18 +380,21 @@ def _leave_signals_to_the_main_process(worker_id: int) -> None:
 def train_loader(dataset: PreparedDataset, batch_size: int, seq_len: int, lookback: int,
                  segment_samples: int, q_type: str = "linear", q_levels: int = 256,
                  seed: int = 0, start_step: int = 0, num_workers: int = 1,
-                 order: str = "epoch") -> DataLoader:
-    """DataLoader over a TrainStream; batch order is the same for any num_workers."""
+                 order: str = "epoch", rows: tuple[int, int] | None = None,
+                 pin_memory: bool = False) -> DataLoader:
+    """DataLoader over a TrainStream; batch order is the same for any num_workers.
+    pin_memory: page-locked batches, for non-blocking copies to a GPU."""
     stream = TrainStream(dataset, batch_size, seq_len, lookback, segment_samples, q_type,
-                         q_levels, seed, start_step, order)
-    return DataLoader(stream, batch_size=None, num_workers=num_workers,
+                         q_levels, seed, start_step, order, rows)
+    return DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
                       worker_init_fn=_leave_signals_to_the_main_process)
 
 
 def eval_loader(dataset: PreparedDataset, split: str, batch_size: int, seq_len: int,
                 lookback: int, q_type: str = "linear", q_levels: int = 256,
-                num_workers: int = 0, piece_samples: int | None = None) -> DataLoader:
+                num_workers: int = 0, piece_samples: int | None = None,
+                shard: tuple[int, int] = (0, 1)) -> DataLoader:
     """DataLoader over an EvalStream; len() is the number of batches."""
     stream = EvalStream(dataset, split, batch_size, seq_len, lookback, q_type, q_levels,
-                        piece_samples)
+                        piece_samples, shard)
     return DataLoader(stream, batch_size=None, num_workers=num_workers)

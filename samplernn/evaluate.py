@@ -20,6 +20,8 @@ from tqdm import tqdm
 from .checkpoint import load_checkpoint
 from .data import PROTOCOLS, SPLITS, PreparedDataset, eval_loader, pieces
 from .device import autocast, pick_device
+from . import distributed
+from .distributed import World
 from .errors import BadFile, ConfigError, check_choice, check_int
 from .model import SampleRNN
 from .quantize import nll_bits
@@ -41,13 +43,15 @@ def piece_samples(dataset: PreparedDataset, protocol: str) -> int | None:
 @torch.no_grad()
 def evaluate_nll(model: SampleRNN, dataset: PreparedDataset, split: str, batch_size: int,
                  seq_len: int, device: torch.device, precision: str = "fp32",
-                 protocol: str = "files", should_stop=None) -> dict | None:
+                 protocol: str = "files", should_stop=None, world: World = World()) -> dict | None:
     """-> {"nll_bits": bits per sample over the whole split, "n_samples": samples counted,
     "protocol", "normalize": how the dataset was levelled}.
 
     The result does not depend on batch_size or seq_len (state is carried through each
     file or piece), only the speed does: long chunks mean fewer, larger calls.
     should_stop() is asked before every batch; when it says True the result is None.
+    With several processes (`world`) each takes every world.size-th file or piece and the
+    sums are added up: the same NLL as one process, to float rounding.
     """
     piece = piece_samples(dataset, protocol)
     cfg = model.config
@@ -57,18 +61,25 @@ def evaluate_nll(model: SampleRNN, dataset: PreparedDataset, split: str, batch_s
     count = 0
     hidden = None
     # a row walks whole runs: more rows than runs would only compute padding
-    batch_size = max(1, min(batch_size, len(pieces(dataset.files(split), piece))))
+    runs = pieces(dataset.files(split), piece)[world.rank::world.size]
+    batch_size = max(1, min(batch_size, len(runs)))
     seq_len = max(model.lookback, seq_len // model.lookback * model.lookback)
     if piece:  # chunks no longer than a piece
         seq_len = min(seq_len, -(-piece // model.lookback) * model.lookback)
     loader = eval_loader(dataset, split, batch_size, seq_len, model.lookback, cfg.q_type,
-                         cfg.q_levels, piece_samples=piece)
-    bar = tqdm(loader, total=len(loader), desc=f"{split} NLL", unit="batch", leave=False,
-               dynamic_ncols=True, disable=not sys.stderr.isatty())
-    for batch in bar:
-        if should_stop is not None and should_stop():
+                         cfg.q_levels, piece_samples=piece, shard=(world.rank, world.size))
+    n_batches = int(world.max(len(loader))[0])  # every process asks should_stop as often
+    batches = iter(loader)
+    bar = tqdm(range(n_batches), desc=f"{split} NLL", unit="batch", leave=False,
+               dynamic_ncols=True, disable=not (sys.stderr.isatty() and world.main))
+    for _ in bar:
+        stop = should_stop is not None and should_stop()
+        if world.sum(stop)[0]:
             model.train(was_training)
             return None
+        batch = next(batches, None)
+        if batch is None:  # this process's share is done
+            continue
         codes, mask = batch.codes.to(device), batch.mask.to(device)
         hidden = model.reset_hidden(hidden, batch.reset.to(device))
         with autocast(device, precision):
@@ -76,18 +87,30 @@ def evaluate_nll(model: SampleRNN, dataset: PreparedDataset, split: str, batch_s
         total += nll_bits(logits, codes[:, model.lookback:], mask, reduction="sum").double()
         count += int(mask.sum())
     model.train(was_training)
-    return {"nll_bits": (total / max(count, 1)).item(), "n_samples": count, "protocol": protocol,
+    total_bits, count = world.sum(total.item(), count)
+    count = int(count)
+    return {"nll_bits": total_bits / max(count, 1), "n_samples": count, "protocol": protocol,
             "normalize": dataset.manifest.get("options", {}).get("normalize")}
 
 
 def run(cfg: DictConfig) -> dict:
-    """python scripts/evaluate.py checkpoint=<path> [split=test] [dataset.path=...]"""
+    """python scripts/evaluate.py checkpoint=<path> [split=test] [dataset.path=...]
+
+    Under torchrun (or as SLURM tasks) the processes share the files; the main one writes."""
     check_choice("split", cfg.split, SPLITS)
     check_int("batch_size", cfg.batch_size, minimum=1)
     check_int("seq_len", cfg.seq_len, minimum=1, optional=True)
     if cfg.protocol is not None:
         check_choice("protocol", cfg.protocol, PROTOCOLS)
-    device = pick_device(cfg.device, cfg.get("threads"))
+    world = distributed.join(str(cfg.device))
+    try:
+        return _evaluate(cfg, world)
+    finally:
+        distributed.leave()
+
+
+def _evaluate(cfg: DictConfig, world: World) -> dict:
+    device = distributed.device(world, pick_device(cfg.device, cfg.get("threads")))
     model, info = load_checkpoint(cfg.checkpoint, device)
     run_cfg = info["run_config"]
     path = cfg.dataset.path or run_cfg["dataset"]["path"]
@@ -99,23 +122,27 @@ def run(cfg: DictConfig) -> dict:
     out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).with_name(
         f"eval_{cfg.split}_{Path(cfg.checkpoint).stem}.json")
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("")  # a folder we cannot write to says so now, not after the evaluation
+    if world.main:
+        tmp.write_text("")  # a folder we cannot write to says so now, not after the evaluation
     try:
         seq_len = cfg.seq_len or run_cfg["eval"]["seq_len"]
         protocol = cfg.protocol or run_cfg["eval"].get("protocol", "files")
         result = evaluate_nll(model, dataset, cfg.split, cfg.batch_size, seq_len, device,
-                              cfg.precision, protocol)
+                              cfg.precision, protocol, world=world)
         if not math.isfinite(result["nll_bits"]):
             raise BadFile(f"the NLL of {cfg.checkpoint} on {path} is {result['nll_bits']}: the "
                           "model's outputs are not finite (try precision=fp32)")
         result.update(split=cfg.split, dataset=str(path), checkpoint=str(cfg.checkpoint),
-                      step=info["step"], n_parameters=model.n_parameters())
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        tmp.replace(out)
+                      step=info["step"], n_parameters=model.n_parameters(), processes=world.size)
+        if world.main:
+            tmp.write_text(json.dumps(result, indent=2) + "\n")
+            tmp.replace(out)
     finally:
-        tmp.unlink(missing_ok=True)
-    print(json.dumps(result))
-    print(f"written to {out}")
+        if world.main:
+            tmp.unlink(missing_ok=True)
+    if world.main:
+        print(json.dumps(result))
+        print(f"written to {out}")
     return result
 
 

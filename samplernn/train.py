@@ -13,6 +13,11 @@ written at that step (TBPTT state and data position included), summary.json says
 after handing the signal to a job scheduler's handler if one was installed (submitit's
 requeues the job). A step whose loss or gradients are not finite is skipped; too many in a
 row stop the run with one line, and no checkpoint is ever written with non-finite weights.
+
+Started by torchrun or as SLURM tasks, training is data-parallel (distributed.py, DDP): each
+process trains its rows of the global batch and keeps their TBPTT state; the main process
+alone writes, and its checkpoints hold every row's state, so a run resumes with any number
+of processes that divides the batch.
 """
 
 import json
@@ -24,9 +29,11 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from . import distributed
 from .checkpoint import read_checkpoint, restore_rng, save_checkpoint
 from .cli import command
 from .data import PreparedDataset, train_loader
@@ -104,6 +111,24 @@ def _setup_logging(run_dir: Path) -> None:
     root.setLevel(logging.INFO)
 
 
+def _quiet_logging() -> None:
+    """A non-main process: warnings and errors on the console, no log file of its own."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler):
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(logging.WARNING)
+
+
+class _Silent:
+    """The logger of a non-main process: the main process logs for all."""
+    run_id = None
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
 def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -174,18 +199,27 @@ def _print_next_steps(run_dir: Path, final: dict, sync: str | None) -> None:
 
 def run(cfg: DictConfig, run_dir=None) -> dict:
     """Train as configured; returns the final metrics (valid/test NLL in bits, steps)."""
-    run_dir = _run_dir(cfg, run_dir)
     check_config(cfg)
-    with DirLock(run_dir, "training"):  # before anything is read or written there
-        resume_from = _resume_path(cfg, run_dir)
-        state = None
-        if resume_from is not None:
-            state = read_checkpoint(resume_from, "cpu")
-            cfg = resumed_config(cfg, state["run_config"], resume_from, asked_keys())
-        return _train(cfg, run_dir, state, resume_from)
+    world = distributed.join(str(cfg.device))
+    try:
+        mine = _run_dir(cfg, run_dir)
+        run_dir = world.broadcast(mine)  # the main process's clock names the run
+        if not world.main:
+            distributed.drop_stray_output_dir(mine, run_dir)
+        # one writer: before anything is read or written there
+        with world.only_main(DirLock(run_dir, "training")):
+            resume_from = _resume_path(cfg, run_dir)
+            state = None
+            if resume_from is not None:
+                state = read_checkpoint(resume_from, "cpu")
+                cfg = resumed_config(cfg, state["run_config"], resume_from, asked_keys())
+            return _train(cfg, run_dir, state, resume_from, world)
+    finally:
+        distributed.leave()
 
 
-def _train(cfg: DictConfig, run_dir: Path, state: dict | None, resume_from: Path | None) -> dict:
+def _train(cfg: DictConfig, run_dir: Path, state: dict | None, resume_from: Path | None,
+           world: distributed.World) -> dict:
     # -- everything that can fail on a user's mistake, before anything is written --------
     model_cfg = check_config(cfg)  # again: a resumed run's stored config with its changes
     t_cfg, e_cfg = cfg.train, cfg.eval
@@ -196,8 +230,11 @@ def _train(cfg: DictConfig, run_dir: Path, state: dict | None, resume_from: Path
               "train.max_steps to train it further", flush=True)
         return previous["final"]
     torch.manual_seed(cfg.seed)
-    device = pick_device(cfg.device, cfg.get("threads"))
-    dataset = open_dataset(cfg.dataset)
+    device = distributed.device(world, pick_device(cfg.device, cfg.get("threads")))
+    rows = world.rows(t_cfg.batch_size)
+    if not world.main:  # its lines would repeat the main process's: warnings only, no file
+        _quiet_logging()
+    dataset = world.main_first(lambda: open_dataset(cfg.dataset))  # built-in data made once
     trained_on = (state or {}).get("dataset")
     if trained_on and trained_on["fingerprint"] != dataset.fingerprint:
         raise BadFile(f"dataset.path={dataset.path} is not the data this run trained on "
@@ -207,10 +244,15 @@ def _train(cfg: DictConfig, run_dir: Path, state: dict | None, resume_from: Path
                  "fingerprint": dataset.fingerprint}
     cfg.dataset.path = data_info["path"]  # the run records where its data are, absolutely
     model = SampleRNN(model_cfg).to(device)
-    forward = torch.compile(model) if cfg.compile else model
+    forward = model
+    if world.active:  # gradients averaged over the processes as they are computed
+        forward = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
+                                          broadcast_buffers=False)  # its buffers are constants
+    forward = torch.compile(forward) if cfg.compile else forward
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
-                                 weight_decay=cfg.optim.weight_decay)
+                                 weight_decay=cfg.optim.weight_decay,
+                                 fused=device.type == "cuda" or None)
     warmup = max(int(cfg.optim.warmup_steps), 0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
@@ -222,32 +264,39 @@ def _train(cfg: DictConfig, run_dir: Path, state: dict | None, resume_from: Path
         restore_rng(state)
         wandb_id, extra = state["wandb_id"], state["extra"]
         best = state["best_valid_nll_bits"] if state["best_valid_nll_bits"] is not None else math.inf
-        hidden = [h.to(device) for h in state["hidden"]] if state["hidden"] else None
+        hidden = [h[:, rows[0]:rows[1]].to(device) for h in state["hidden"]] if state["hidden"] else None
         elapsed0 = extra.get("elapsed_s", 0.0)
     lb = model.lookback
     segment = int(cfg.dataset.segment_seconds * dataset.sample_rate)
     loader = train_loader(dataset, t_cfg.batch_size, t_cfg.seq_len, lb, max(segment, t_cfg.seq_len),
                           model_cfg.q_type, model_cfg.q_levels, seed=cfg.seed, start_step=step,
-                          num_workers=cfg.dataset.num_workers, order=t_cfg.order)
+                          num_workers=cfg.dataset.num_workers, order=t_cfg.order, rows=rows,
+                          pin_memory=device.type == "cuda")
 
-    # -- the run directory: config, summary, logger -------------------------------------
-    _setup_logging(run_dir)
+    # -- the run directory (the main process): config, summary, logger ------------------
     run_config = OmegaConf.to_container(cfg, resolve=True)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     who = _identity(cfg, model_cfg.n_tiers, dataset.name, previous)
     preset = who["preset"]
-    if resume_from is not None:
-        log.info("resuming from %s at step %d", resume_from, step)
     identity = {"tiers": model_cfg.n_tiers, "preset": preset,
                 "n_parameters": model.n_parameters(), "dataset": dataset.name}
-    logger = RunLogger(run_dir, run_config["logger"], run_config, group=who["group"],
-                       tags=who["tags"], name=who["name"], run_id=wandb_id, identity=identity)
+    if world.main:
+        _setup_logging(run_dir)
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+        if resume_from is not None:
+            log.info("resuming from %s at step %d", resume_from, step)
+        logger = RunLogger(run_dir, run_config["logger"], run_config, group=who["group"],
+                           tags=who["tags"], name=who["name"], run_id=wandb_id, identity=identity)
+    else:
+        logger = _Silent()
     summary = {**identity, "name": who["name"], "sample_rate": dataset.sample_rate,
-               "group": who["group"], "status": "running", "step": step, "wandb_id": logger.run_id}
+               "group": who["group"], "status": "running", "step": step, "wandb_id": logger.run_id,
+               "processes": world.size}
     summary.update({k: previous[k] for k in ("best_valid_nll_bits", "wall_time_s") if k in previous})
-    _write_json(run_dir / "summary.json", summary)
-    log.info("model %s: %d tiers, %s parameters; data %s; device %s", preset, model_cfg.n_tiers,
-             f"{model.n_parameters():,}", dataset.path, device)
+    write_summary = (lambda: _write_json(run_dir / "summary.json", summary)) if world.main else (lambda: None)
+    write_summary()
+    log.info("model %s: %d tiers, %s parameters; data %s; device %s%s", preset, model_cfg.n_tiers,
+             f"{model.n_parameters():,}", dataset.path, device,
+             f"; {world.size} processes of {t_cfg.batch_size // world.size} rows" if world.active else "")
     start = time.time() - elapsed0
     budget_s = t_cfg.max_minutes * 60 if t_cfg.max_minutes else math.inf
     # losses since the last train/* line, and the non-finite steps: carried across a resume
@@ -259,8 +308,11 @@ def _train(cfg: DictConfig, run_dir: Path, state: dict | None, resume_from: Path
     stop = StopRequest()
 
     def checkpoint(path):
+        every_row = world.gather_rows(hidden) if hidden is not None else None  # all processes
+        if not world.main:
+            return
         save_checkpoint(path, model, run_config=run_config, step=step, optimizer=optimizer,
-                        scheduler=scheduler, hidden=hidden, best_valid_nll_bits=best if
+                        scheduler=scheduler, hidden=every_row, best_valid_nll_bits=best if
                         math.isfinite(best) else None, wandb_id=logger.run_id,
                         sample_rate=dataset.sample_rate, dataset=data_info,
                         extra={"elapsed_s": time.time() - start, "valid_nll_bits": valid,
@@ -272,7 +324,8 @@ def _train(cfg: DictConfig, run_dir: Path, state: dict | None, resume_from: Path
         """Valid NLL, checkpoints and samples at this step; False when a signal cut it short."""
         nonlocal best, valid, validated_at
         result = evaluate_nll(model, dataset, e_cfg.split, e_cfg.batch_size, e_cfg.seq_len,
-                              device, cfg.precision, e_cfg.protocol, should_stop=lambda: stop.requested)
+                              device, cfg.precision, e_cfg.protocol, should_stop=lambda: stop.requested,
+                              world=world)
         if result is None:
             return False
         valid, validated_at = result["nll_bits"], step
@@ -286,17 +339,17 @@ def _train(cfg: DictConfig, run_dir: Path, state: dict | None, resume_from: Path
         checkpoint(run_dir / "checkpoints" / "last.pt")
         if improved:
             checkpoint(run_dir / "checkpoints" / "best.pt")
-        gen = None if stop.requested else write_samples(
+        gen = None if stop.requested or not world.main else write_samples(
             model, run_dir, step, logger, n=e_cfg.n_samples, seconds=e_cfg.sample_seconds,
             temperature=e_cfg.temperature, seed=cfg.seed * 1_000_003 + step,
             sample_rate=dataset.sample_rate)
         summary.update(step=step, best_valid_nll_bits=best, gen_samples_per_s=gen,
                        wall_time_s=time.time() - start)
-        _write_json(run_dir / "summary.json", summary)
+        write_summary()
         return True
 
     bar = tqdm(total=t_cfg.max_steps, initial=step, desc="train", unit="step",
-               disable=not sys.stderr.isatty(), dynamic_ncols=True)
+               disable=not (sys.stderr.isatty() and world.main), dynamic_ncols=True)
     exit_code = 1
     try:
         logger.truncate_after(step)  # lines a killed run wrote after its last checkpoint
@@ -306,17 +359,25 @@ def _train(cfg: DictConfig, run_dir: Path, state: dict | None, resume_from: Path
             if step and step % e_cfg.every == 0 and validated_at != step:
                 validate()  # the one a signal cut short before this run resumed
             for batch in loader:
-                if step >= t_cfg.max_steps or time.time() - start > budget_s or stop.requested:
+                # every process stops at the same step: when any of them must
+                done = step >= t_cfg.max_steps or time.time() - start > budget_s or stop.requested
+                n_done, n_targets = world.sum(done, batch.mask.sum())
+                if n_done:
+                    signum = int(world.max(stop.signum or 0)[0])
+                    stop.signum = stop.signum or signum or None
                     break
-                codes, mask = batch.codes.to(device), batch.mask.to(device)
+                codes = batch.codes.to(device, non_blocking=True)
+                mask = batch.mask.to(device, non_blocking=True)
                 hidden = model.reset_hidden(hidden, batch.reset.to(device))  # detached below
                 with autocast(device, cfg.precision):
                     logits, hidden = forward(codes, hidden)
-                loss = nll_bits(logits, codes[:, lb:], mask)
+                # the global batch's mean: DDP averages the processes' gradients
+                loss = nll_bits(logits, codes[:, lb:], mask, reduction="sum") * (
+                    world.size / max(n_targets, 1))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = _clip(params, cfg.optim)
-                loss_bits = loss.item()
+                loss_bits = world.sum(loss.item())[0] / world.size
                 if math.isfinite(loss_bits) and math.isfinite(grad_norm):
                     optimizer.step()
                     window.append(loss_bits)
@@ -370,22 +431,24 @@ def _train(cfg: DictConfig, run_dir: Path, state: dict | None, resume_from: Path
                 raise Diverged(f"no validation of this run gave a finite {e_cfg.split} NLL, so it "
                                "has no best.pt: lower optim.lr or check the data")
             if not stop.requested and e_cfg.test and dataset.files("test"):
+                world.barrier()  # best.pt is written
                 best_state = read_checkpoint(run_dir / "checkpoints" / "best.pt", device)
                 model.load_state_dict(best_state["model"])
                 test = evaluate_nll(model, dataset, "test", e_cfg.batch_size, e_cfg.seq_len, device,
                                     cfg.precision, e_cfg.protocol,
-                                    should_stop=lambda: stop.requested)
+                                    should_stop=lambda: stop.requested, world=world)
             if stop.requested:
-                _stop(stop, run_dir, step, summary, checkpoint, logger)
+                _stop(stop, run_dir, step, summary, checkpoint, logger, write_summary)
         final = {"step": step, f"{e_cfg.split}/nll_bits": valid, "best_valid_nll_bits": best}
         if test is not None:
             logger.log({"test/nll_bits": test["nll_bits"], "time_s": time.time() - start}, step)
             final["test/nll_bits"] = summary["test_nll_bits"] = test["nll_bits"]
         summary.update(status="finished", step=step, wall_time_s=time.time() - start, final=final)
-        _write_json(run_dir / "summary.json", summary)
+        write_summary()
         logger.summary({"best_valid_nll_bits": best, "final_step": step})  # NLLs keep their min
         exit_code = 0
-        _print_next_steps(run_dir, final, logger.sync_hint())
+        if world.main:
+            _print_next_steps(run_dir, final, logger.sync_hint())
         return final
     except SystemExit:  # a signal's stop: its status is written
         raise
@@ -393,20 +456,21 @@ def _train(cfg: DictConfig, run_dir: Path, state: dict | None, resume_from: Path
         status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
         summary.update(status=status, step=step, error=" ".join(str(error).split())[:500] or
                        type(error).__name__)
-        _write_json(run_dir / "summary.json", summary)
+        write_summary()
         raise
     finally:
         bar.close()
         logger.finish(exit_code)
 
 
-def _stop(stop: StopRequest, run_dir: Path, step: int, summary: dict, checkpoint, logger) -> None:
+def _stop(stop: StopRequest, run_dir: Path, step: int, summary: dict, checkpoint, logger,
+          write_summary) -> None:
     """After a stop signal: last.pt at this step, the status, one line; then exit."""
     name = signal_name(stop.signum)
     checkpoint(run_dir / "checkpoints" / "last.pt")
     summary.update(status="interrupted" if name == "SIGINT" else "preempted", step=step,
                    stopped_by=name)
-    _write_json(run_dir / "summary.json", summary)
+    write_summary()
     log.warning("%s: stopped at step %d; %s holds it, and the same command continues the run",
                 name, step, run_dir / "checkpoints" / "last.pt")
     logger.finish(1)

@@ -1,0 +1,197 @@
+"""Data-parallel training over several processes: torch.distributed and DDP.
+
+One process per device, started by either
+
+- torchrun: `torchrun --nproc_per_node=4 scripts/train.py ...` (RANK, WORLD_SIZE,
+  LOCAL_RANK, MASTER_ADDR, MASTER_PORT in the environment), or
+- SLURM: one task per GPU through `srun` or hydra-submitit-launcher (SLURM_PROCID,
+  SLURM_NTASKS, SLURM_LOCALID; the first node of SLURM_JOB_NODELIST hosts the rendezvous
+  on a port derived from the job id, unless MASTER_ADDR / MASTER_PORT are set).
+
+Without either, training is one process and nothing here does anything. Each process
+drives cuda:<local rank> with NCCL, or the CPU with gloo (the same code, tested on a CPU).
+The global batch's rows are split between the processes in equal contiguous blocks;
+collectives keep every decision (stop, skip, validate) the same on every process.
+"""
+
+import os
+import re
+import shutil
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from .errors import ConfigError, UserError
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the training processes (rank 0 of 1 when alone)."""
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    device: str = "cpu"  # where collectives' tensors live: cuda with NCCL, cpu with gloo
+
+    @property
+    def main(self) -> bool:
+        """The one process that writes: metrics, W&B, checkpoints, samples, summary."""
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.size > 1
+
+    def rows(self, batch_size: int, what: str = "train.batch_size") -> tuple[int, int]:
+        """[lo, hi): this process's rows of a global batch of batch_size rows."""
+        if batch_size % self.size:
+            raise ConfigError(f"{what}={batch_size} does not split between {self.size} processes; "
+                              f"use a multiple of {self.size} (it is the global batch)")
+        n = batch_size // self.size
+        return self.rank * n, (self.rank + 1) * n
+
+    def only_main(self, lock):
+        """`lock` on the main process, nothing elsewhere (one writer per run directory)."""
+        return lock if self.main else nullcontext()
+
+    def sum(self, *values: float) -> list[float]:
+        """Each value summed over the processes (float64; the values themselves when alone)."""
+        return self._reduce(values, dist.ReduceOp.SUM)
+
+    def max(self, *values: float) -> list[float]:
+        return self._reduce(values, dist.ReduceOp.MAX)
+
+    def _reduce(self, values, op) -> list[float]:
+        if not self.active:
+            return [float(v) for v in values]
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, op=op)
+        return t.tolist()
+
+    def gather_rows(self, hidden: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The TBPTT state of the whole global batch (rows on dim 1), from every process."""
+        if not self.active:
+            return hidden
+        out = []
+        for h in hidden:
+            parts = [torch.empty_like(h) for _ in range(self.size)]
+            dist.all_gather(parts, h.contiguous())
+            out.append(torch.cat(parts, dim=1))
+        return out
+
+    def broadcast(self, obj):
+        """The main process's obj, on every process."""
+        if not self.active:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def main_first(self, fn):
+        """fn() on the main process, then on the others (make data once, then open it); a
+        user's mistake found by the main process stops every process with the same line."""
+        error = None
+        if self.main:
+            try:
+                fn()
+            except UserError as e:
+                error = e
+        error = self.broadcast(error)
+        if error is not None:
+            raise error
+        return fn()
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list: 'gpu[07-09,12],cpu3' -> 'gpu07'."""
+    first = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist.strip())
+    if first is None or not first.group(1):
+        raise ConfigError(f"SLURM_JOB_NODELIST={nodelist!r} names no host; set MASTER_ADDR")
+    prefix, ranges = first.groups()
+    if ranges is None:
+        return prefix
+    return prefix + ranges.split(",")[0].split("-")[0]
+
+
+def environment(env=None) -> dict | None:
+    """{rank, size, local_rank, addr, port} of a multi-process launch; None for one process."""
+    env = os.environ if env is None else env
+    if "RANK" in env and "WORLD_SIZE" in env:  # torchrun (its MASTER_* are its own store's)
+        spec = {"rank": env["RANK"], "size": env["WORLD_SIZE"],
+                "local_rank": env.get("LOCAL_RANK", "0"),
+                "addr": env.get("MASTER_ADDR", "127.0.0.1"), "port": env.get("MASTER_PORT", "29500")}
+    elif "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:  # srun, submitit
+        nodes = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST") or "127.0.0.1"
+        spec = {"rank": env["SLURM_PROCID"], "size": env["SLURM_NTASKS"],
+                "local_rank": env.get("SLURM_LOCALID", "0"),
+                "addr": env.get("MASTER_ADDR") or first_host(nodes),
+                "port": env.get("MASTER_PORT") or str(20000 + int(env.get("SLURM_JOB_ID", "0")) % 20000)}
+    else:
+        return None
+    try:
+        out = {k: (v if k == "addr" else int(v)) for k, v in spec.items()}
+    except ValueError:
+        raise ConfigError(f"the launcher's environment is not a process group: {spec}") from None
+    if out["size"] < 2:
+        return None
+    if not 0 <= out["rank"] < out["size"]:
+        raise ConfigError(f"rank {out['rank']} is outside a world of {out['size']} processes")
+    return out
+
+
+_WORLD: World | None = None
+
+
+def join(device_name: str = "auto") -> World:
+    """Join the launcher's process group (once per process); World() when started alone.
+
+    device_name: auto or cuda -> NCCL on cuda:<local rank>; cpu -> gloo.
+    """
+    global _WORLD
+    if _WORLD is not None:
+        return _WORLD
+    spec = environment()
+    if spec is None:
+        _WORLD = World()
+        return _WORLD
+    use_cuda = device_name != "cpu" and torch.cuda.is_available()
+    if device_name.startswith("cuda:"):
+        raise ConfigError(f"device={device_name}: with {spec['size']} processes each takes "
+                          "cuda:<its local rank>; use device=cuda or device=auto")
+    os.environ.update(MASTER_ADDR=spec["addr"], MASTER_PORT=str(spec["port"]),
+                      RANK=str(spec["rank"]), WORLD_SIZE=str(spec["size"]),
+                      LOCAL_RANK=str(spec["local_rank"]))
+    if use_cuda:
+        torch.cuda.set_device(spec["local_rank"] % torch.cuda.device_count())
+    dist.init_process_group("nccl" if use_cuda else "gloo", init_method="env://")
+    _WORLD = World(spec["rank"], spec["size"], spec["local_rank"], "cuda" if use_cuda else "cpu")
+    return _WORLD
+
+
+def device(world: World, device: torch.device) -> torch.device:
+    """This process's device: cuda:<local rank> in a multi-process CUDA job."""
+    if world.active and device.type == "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def leave() -> None:
+    """Leave the process group (the end of a training or evaluation run)."""
+    global _WORLD
+    if _WORLD is not None and _WORLD.active and dist.is_initialized():
+        dist.destroy_process_group()
+    _WORLD = None
+
+
+def drop_stray_output_dir(mine: Path, main: Path) -> None:
+    """A non-main process whose Hydra clock ticked past the main one's made its own output
+    folder (only .hydra/ and a log inside); the run is the main process's folder."""
+    mine, main = Path(mine).resolve(), Path(main).resolve()
+    if mine != main and mine.is_dir() and {p.name for p in mine.iterdir()} <= {".hydra", "train.log"}:
+        shutil.rmtree(mine, ignore_errors=True)
