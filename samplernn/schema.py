@@ -148,6 +148,7 @@ class BenchmarkConfig:
     device: str = "cpu"
     threads: Optional[int] = 1
     precision: str = "fp32"
+    compile: bool = False
     batch_sizes: list[int] = field(default_factory=lambda: [1, 16])
     train_seq_len: int = 512
     train_steps: int = 5

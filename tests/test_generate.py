@@ -117,3 +117,16 @@ def test_benchmark_prints_one_json_line_per_case(capsys):
             assert row[key] is not None
         assert row["gen_samples_per_s_total"] == pytest.approx(
             row["gen_samples_per_s_per_stream"] * row["batch_size"])
+
+
+def test_benchmark_measures_training_alone_per_precision_and_compile(capsys):
+    """gen_seconds=0: the training figures only, with the precision and compile setting."""
+    import samplernn.benchmark
+    for precision, compiled in (("bf16", "false"), ("fp32", "true")):
+        cfg = compose_cfg("benchmark", "model=tiny", "batch_sizes=[2]", "train_steps=1",
+                          "warmup_steps=1", "train_seq_len=64", "gen_seconds=0",
+                          f"precision={precision}", f"compile={compiled}")
+        (row,) = samplernn.benchmark.run(cfg)
+        assert row["precision"] == precision and row["compile"] == (compiled == "true")
+        assert row["train_samples_per_s"] > 0 and row["train_peak_memory_mb"] > 0
+        assert "gen_samples_per_s_per_stream" not in row
