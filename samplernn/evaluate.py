@@ -17,10 +17,10 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from . import distributed
 from .checkpoint import load_checkpoint
 from .data import PROTOCOLS, SPLITS, PreparedDataset, eval_loader, pieces
 from .device import autocast, pick_device
-from . import distributed
 from .distributed import World
 from .errors import BadFile, ConfigError, check_choice, check_int
 from .model import SampleRNN

@@ -372,8 +372,8 @@ def _train(cfg: DictConfig, run_dir: Path, state: dict | None, resume_from: Path
                 with autocast(device, cfg.precision):
                     logits, hidden = forward(codes, hidden)
                 # the global batch's mean: DDP averages the processes' gradients
-                loss = nll_bits(logits, codes[:, lb:], mask, reduction="sum") * (
-                    world.size / max(n_targets, 1))
+                loss = nll_bits(logits, codes[:, lb:], mask, reduction="sum") / (
+                    max(n_targets, 1) / world.size)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = _clip(params, cfg.optim)
