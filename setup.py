@@ -29,7 +29,8 @@ setup(
         "tqdm>=4.60",
         "matplotlib>=3.7",
     ],
-    extras_require={"test": ["pytest>=7"], "slurm": ["hydra-submitit-launcher>=1.2"]},
+    extras_require={"test": ["pytest>=7"], "slurm": ["hydra-submitit-launcher>=1.2"],
+                    "report": ["wandb[workspaces]"]},
     entry_points={"console_scripts": [
         "samplernn-train = samplernn.cli:train",
         "samplernn-generate = samplernn.cli:generate",
@@ -37,5 +38,6 @@ setup(
         "samplernn-prepare = samplernn.cli:prepare",
         "samplernn-benchmark = samplernn.cli:benchmark",
         "samplernn-compare = samplernn.cli:compare",
+        "samplernn-wandb-report = samplernn.wandb_report:main",
     ]},
 )

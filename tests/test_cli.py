@@ -97,6 +97,35 @@ def test_the_wandb_run_is_made_for_comparing_tiers(tiny_dataset, tmp_path):
     assert f"wandb sync {run_dir}/wandb/offline-run-*-{run.run_id}" in done.stdout
 
 
+def test_the_wandb_report_shows_the_tiers_of_one_group(tmp_path):
+    """The report is built offline (saving it needs W&B's servers): one grid over the group's
+    runs, grouped by the `tiers` config key the runs carry, with docs/wandb.md's panels."""
+    from samplernn.wandb_report import build_report
+    report = build_report("lab", "samplernn", "tiers-2026-11-27-12-00-00")
+    assert (report.entity, report.project) == ("lab", "samplernn")
+    (grid,) = [b for b in report.blocks if type(b).__name__ == "PanelGrid"]
+    (runs,) = grid.runsets
+    assert runs.filters == "Group = 'tiers-2026-11-27-12-00-00'" and runs.groupby == ["config.tiers"]
+    lines = {p.y[0]: p for p in grid.panels if type(p).__name__ == "LinePlot"}
+    assert {"valid/nll_bits", "train/nll_bits", "perf/samples_per_s"} <= set(lines)
+    for plot in lines.values():  # the keys the logger writes, grouped by tier count
+        assert plot.x == "trainer/step" and plot.groupby.name == "tiers"
+    (bar,) = [p for p in grid.panels if type(p).__name__ == "BarPlot"]
+    assert bar.metrics[0].name == "test/nll_bits" and bar.groupby.name == "tiers"
+    kinds = {type(p).__name__ for p in grid.panels}
+    assert {"ScatterPlot", "MediaBrowser", "WeavePanelSummaryTable", "RunComparer"} <= kinds
+
+
+def test_the_wandb_report_without_a_login_is_one_line(tmp_path):
+    env = {**os.environ, "WANDB_MODE": "offline", "HOME": str(tmp_path), "WANDB_API_KEY": ""}
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "wandb_report.py"), "--entity",
+                           "lab", "--project", "samplernn", "--group", "g"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1].startswith("error: the report could not be saved")
+    assert "Traceback" not in done.stderr
+
+
 def test_prepare_draws_no_bar_into_a_log(tmp_path):
     import numpy as np
     import soundfile as sf
