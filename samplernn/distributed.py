@@ -6,7 +6,8 @@ One process per device, started by either
   LOCAL_RANK, MASTER_ADDR, MASTER_PORT in the environment), or
 - SLURM: one task per GPU through `srun` or hydra-submitit-launcher (SLURM_PROCID,
   SLURM_NTASKS, SLURM_LOCALID; the first node of SLURM_JOB_NODELIST hosts the rendezvous
-  on a port derived from the job id, unless MASTER_ADDR / MASTER_PORT are set).
+  on a port derived from the job id, unless MASTER_ADDR / MASTER_PORT are set), or the
+  launcher's local executor with tasks_per_node > 1 (its SUBMITIT_LOCAL_* variables).
 
 Without either, training is one process and nothing here does anything. Each process
 drives cuda:<local rank> with NCCL, or the CPU with gloo (the same code, tested on a CPU).
@@ -132,6 +133,11 @@ def environment(env=None) -> dict | None:
                 "local_rank": env.get("SLURM_LOCALID", "0"),
                 "addr": env.get("MASTER_ADDR") or first_host(nodes),
                 "port": env.get("MASTER_PORT") or str(20000 + int(env.get("SLURM_JOB_ID", "0")) % 20000)}
+    elif "SUBMITIT_LOCAL_GLOBALID" in env:  # hydra-submitit-launcher's local executor
+        spec = {"rank": env["SUBMITIT_LOCAL_GLOBALID"], "size": env.get("SUBMITIT_LOCAL_NTASKS", "1"),
+                "local_rank": env.get("SUBMITIT_LOCAL_LOCALID", "0"),
+                "addr": env.get("MASTER_ADDR", "127.0.0.1"),
+                "port": env.get("MASTER_PORT") or str(20000 + int(env.get("SUBMITIT_LOCAL_JOB_ID", "0")) % 20000)}
     else:
         return None
     try:

@@ -77,6 +77,9 @@ def test_the_process_group_comes_from_torchrun_or_slurm():
     assert environment({**slurm, "MASTER_ADDR": "head", "MASTER_PORT": "1234"})["addr"] == "head"
     assert environment({**slurm, "SLURM_NTASKS": "1"}) is None  # a one-task job
     assert environment({"SLURM_NTASKS": "4"}) is None  # inside an allocation, not under srun
+    local = {"SUBMITIT_LOCAL_GLOBALID": "1", "SUBMITIT_LOCAL_NTASKS": "2",
+             "SUBMITIT_LOCAL_LOCALID": "1", "SUBMITIT_LOCAL_JOB_ID": "41234"}
+    assert environment(local) == dict(rank=1, size=2, local_rank=1, addr="127.0.0.1", port=21234)
     assert first_host("node3") == "node3"
     assert first_host("a[1-2],b5") == "a1"
     assert first_host("x-[010,020]") == "x-010"
@@ -197,3 +200,23 @@ def test_a_global_batch_that_does_not_split_is_one_line(tiny_dataset, tmp_path):
             "error: train.batch_size=3 does not split between 2 processes"), out
         assert "Traceback" not in out
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_hydra_submitit_launcher_tasks_train_together(tiny_dataset, single, tmp_path):
+    """hydra-submitit-launcher with tasks_per_node=2 (its local executor, as on a SLURM node):
+    the two tasks form one process group, write one run directory and follow the one-process
+    run."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher",
+                        reason="hydra-submitit-launcher is not installed (requirements.txt has it)")
+    sweep = tmp_path / "sweep"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), "-m", "hydra/launcher=submitit_local",
+         "hydra.launcher.tasks_per_node=2", f"hydra.sweep.dir={sweep}", "debug=tiny", "logger=none",
+         f"dataset.path={tiny_dataset}", "dataset.builtin=false", *STEPS],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_dir = sweep / "0"
+    assert json.loads((run_dir / "summary.json").read_text())["processes"] == 2
+    for key in ("train/nll_bits", "valid/nll_bits", "test/nll_bits"):
+        _close(_steps(run_dir, key), _steps(single, key))
+    assert sorted(p.name for p in sweep.iterdir() if not p.name.startswith(".")) == ["0", "multirun.yaml"]
