@@ -5,7 +5,7 @@ One process per device, started by either
 - torchrun: `torchrun --nproc_per_node=4 scripts/train.py ...` (RANK, WORLD_SIZE,
   LOCAL_RANK, MASTER_ADDR, MASTER_PORT in the environment), or
 - SLURM: one task per GPU through `srun` or hydra-submitit-launcher (SLURM_PROCID,
-  SLURM_NTASKS, SLURM_LOCALID; the first node of SLURM_JOB_NODELIST hosts the rendezvous
+  SLURM_STEP_NUM_TASKS, SLURM_LOCALID; the first node of the step hosts the rendezvous
   on a port derived from the job id, unless MASTER_ADDR / MASTER_PORT are set), or the
   launcher's local executor with tasks_per_node > 1 (its SUBMITIT_LOCAL_* variables).
 
@@ -127,9 +127,11 @@ def environment(env=None) -> dict | None:
         spec = {"rank": env["RANK"], "size": env["WORLD_SIZE"],
                 "local_rank": env.get("LOCAL_RANK", "0"),
                 "addr": env.get("MASTER_ADDR", "127.0.0.1"), "port": env.get("MASTER_PORT", "29500")}
-    elif "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:  # srun, submitit
-        nodes = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST") or "127.0.0.1"
-        spec = {"rank": env["SLURM_PROCID"], "size": env["SLURM_NTASKS"],
+    elif "SLURM_PROCID" in env and "SLURM_STEP_NUM_TASKS" in env:  # a task of srun (or submitit)
+        # the step's tasks, not the allocation's: python started by the batch script itself
+        # in an allocation of several tasks is one process
+        nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or "127.0.0.1"
+        spec = {"rank": env["SLURM_PROCID"], "size": env["SLURM_STEP_NUM_TASKS"],
                 "local_rank": env.get("SLURM_LOCALID", "0"),
                 "addr": env.get("MASTER_ADDR") or first_host(nodes),
                 "port": env.get("MASTER_PORT") or str(20000 + int(env.get("SLURM_JOB_ID", "0")) % 20000)}

@@ -51,8 +51,9 @@ def slurm_tasks(n: int, *args: str, tmp: Path) -> list[subprocess.Popen]:
     port = str(_port())
     for rank in range(n):
         env = {k: v for k, v in ENV.items() if not k.startswith(("MASTER_", "SLURM_"))}
-        env.update(SLURM_PROCID=str(rank), SLURM_NTASKS=str(n), SLURM_LOCALID=str(rank),
-                   SLURM_JOB_NODELIST="localhost", SLURM_JOB_ID="4242", MASTER_PORT=port)
+        env.update(SLURM_PROCID=str(rank), SLURM_NTASKS=str(n), SLURM_STEP_NUM_TASKS=str(n),
+                   SLURM_LOCALID=str(rank), SLURM_STEP_NODELIST="localhost",
+                   SLURM_JOB_ID="4242", MASTER_PORT=port)
         procs.append(subprocess.Popen(command(*args, tmp=tmp), cwd=ROOT, env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     return procs
@@ -71,12 +72,13 @@ def test_the_process_group_comes_from_torchrun_or_slurm():
     assert environment({"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "MASTER_ADDR": "n1",
                         "MASTER_PORT": "29400"}) == dict(rank=1, size=4, local_rank=1,
                                                          addr="n1", port=29400)
-    slurm = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1",
-             "SLURM_JOB_NODELIST": "gpu[07-09,12]", "SLURM_JOB_ID": "123456"}
+    slurm = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_STEP_NUM_TASKS": "8",
+             "SLURM_LOCALID": "1", "SLURM_STEP_NODELIST": "gpu[07-09,12]", "SLURM_JOB_ID": "123456"}
     assert environment(slurm) == dict(rank=5, size=8, local_rank=1, addr="gpu07", port=23456)
     assert environment({**slurm, "MASTER_ADDR": "head", "MASTER_PORT": "1234"})["addr"] == "head"
-    assert environment({**slurm, "SLURM_NTASKS": "1"}) is None  # a one-task job
-    assert environment({"SLURM_NTASKS": "4"}) is None  # inside an allocation, not under srun
+    assert environment({**slurm, "SLURM_STEP_NUM_TASKS": "1"}) is None  # a one-task step
+    # python run by the batch script of a 4-task allocation, not by srun: one process
+    assert environment({"SLURM_PROCID": "0", "SLURM_NTASKS": "4"}) is None
     local = {"SUBMITIT_LOCAL_GLOBALID": "1", "SUBMITIT_LOCAL_NTASKS": "2",
              "SUBMITIT_LOCAL_LOCALID": "1", "SUBMITIT_LOCAL_JOB_ID": "41234"}
     assert environment(local) == dict(rank=1, size=2, local_rank=1, addr="127.0.0.1", port=21234)
