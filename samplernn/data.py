@@ -132,6 +132,12 @@ def pieces(files: list[dict], piece_samples: int | None) -> list[tuple[int, int]
     return out
 
 
+def eval_runs(files: list[dict], piece_samples: int | None,
+              shard: tuple[int, int] = (0, 1)) -> list[tuple[int, int]]:
+    """The runs (`pieces`) one process evaluates: shard=(i, n) keeps runs i, i + n, ..."""
+    return pieces(files, piece_samples)[shard[0]::shard[1]]
+
+
 class _ChunkBuilder:
     """Fills float rows from the memmap and quantizes them into a Batch."""
 
@@ -337,7 +343,7 @@ class EvalStream(IterableDataset):
         if not files:
             raise ConfigError(f"split {split!r} of {dataset.path} has no files; prepare it with "
                               f"{split}_fraction > 0")
-        self.runs = pieces(files, piece_samples)[shard[0]::shard[1]]
+        self.runs = eval_runs(files, piece_samples, shard)
         self.n_targets = sum(n for _, n in self.runs)
         # plan[row] = [(run index, first batch, n_chunks), ...]
         self.plan: list[list[tuple[int, int, int]]] = [[] for _ in range(batch_size)]

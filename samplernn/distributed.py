@@ -93,16 +93,16 @@ class World:
     def main_first(self, fn):
         """fn() on the main process, then on the others (make data once, then open it); a
         user's mistake found by the main process stops every process with the same line."""
-        error = None
+        result, error = None, None
         if self.main:
             try:
-                fn()
+                result = fn()
             except UserError as e:
                 error = e
         error = self.broadcast(error)
         if error is not None:
             raise error
-        return fn()
+        return result if self.main else fn()
 
     def barrier(self) -> None:
         if self.active:
@@ -120,6 +120,12 @@ def first_host(nodelist: str) -> str:
     return prefix + ranges.split(",")[0].split("-")[0]
 
 
+def _job_port(env, job_key: str) -> str:
+    """MASTER_PORT if set, else a port in [20000, 40000) from the job id: the same for every
+    task of a job, different for most jobs sharing a node."""
+    return env.get("MASTER_PORT") or str(20000 + int(env.get(job_key, "0")) % 20000)
+
+
 def environment(env=None) -> dict | None:
     """{rank, size, local_rank, addr, port} of a multi-process launch; None for one process."""
     env = os.environ if env is None else env
@@ -134,12 +140,12 @@ def environment(env=None) -> dict | None:
         spec = {"rank": env["SLURM_PROCID"], "size": env["SLURM_STEP_NUM_TASKS"],
                 "local_rank": env.get("SLURM_LOCALID", "0"),
                 "addr": env.get("MASTER_ADDR") or first_host(nodes),
-                "port": env.get("MASTER_PORT") or str(20000 + int(env.get("SLURM_JOB_ID", "0")) % 20000)}
+                "port": _job_port(env, "SLURM_JOB_ID")}
     elif "SUBMITIT_LOCAL_GLOBALID" in env:  # hydra-submitit-launcher's local executor
         spec = {"rank": env["SUBMITIT_LOCAL_GLOBALID"], "size": env.get("SUBMITIT_LOCAL_NTASKS", "1"),
                 "local_rank": env.get("SUBMITIT_LOCAL_LOCALID", "0"),
                 "addr": env.get("MASTER_ADDR", "127.0.0.1"),
-                "port": env.get("MASTER_PORT") or str(20000 + int(env.get("SUBMITIT_LOCAL_JOB_ID", "0")) % 20000)}
+                "port": _job_port(env, "SUBMITIT_LOCAL_JOB_ID")}
     else:
         return None
     try:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from . import distributed
 from .checkpoint import load_checkpoint
-from .data import PROTOCOLS, SPLITS, PreparedDataset, eval_loader, pieces
+from .data import PROTOCOLS, SPLITS, PreparedDataset, eval_loader, eval_runs
 from .device import autocast, pick_device
 from .distributed import World
 from .errors import BadFile, ConfigError, check_choice, check_int
@@ -61,13 +61,13 @@ def evaluate_nll(model: SampleRNN, dataset: PreparedDataset, split: str, batch_s
     count = 0
     hidden = None
     # a row walks whole runs: more rows than runs would only compute padding
-    runs = pieces(dataset.files(split), piece)[world.rank::world.size]
-    batch_size = max(1, min(batch_size, len(runs)))
+    shard = (world.rank, world.size)
+    batch_size = max(1, min(batch_size, len(eval_runs(dataset.files(split), piece, shard))))
     seq_len = max(model.lookback, seq_len // model.lookback * model.lookback)
     if piece:  # chunks no longer than a piece
         seq_len = min(seq_len, -(-piece // model.lookback) * model.lookback)
     loader = eval_loader(dataset, split, batch_size, seq_len, model.lookback, cfg.q_type,
-                         cfg.q_levels, piece_samples=piece, shard=(world.rank, world.size))
+                         cfg.q_levels, piece_samples=piece, shard=shard)
     n_batches = int(world.max(len(loader))[0])  # every process asks should_stop as often
     batches = iter(loader)
     bar = tqdm(range(n_batches), desc=f"{split} NLL", unit="batch", leave=False,
