@@ -20,7 +20,7 @@ import torch
 from samplernn.data import EvalStream, PreparedDataset, TrainStream
 from samplernn.distributed import World, environment, first_host
 
-from test_reliability import ENV, ROOT, _steps, _wait_for_step, command, tiny_train
+from test_reliability import ENV, ROOT, _steps, _wait_for_step, command, submitit_local, tiny_train
 
 # Float tolerance between a 2-process and a 1-process run: the gradients are the same sums
 # added in another order (each process's rows, then the all-reduce), so they differ in the
@@ -208,14 +208,8 @@ def test_hydra_submitit_launcher_tasks_train_together(tiny_dataset, single, tmp_
     """hydra-submitit-launcher with tasks_per_node=2 (its local executor, as on a SLURM node):
     the two tasks form one process group, write one run directory and follow the one-process
     run."""
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher",
-                        reason="hydra-submitit-launcher is not installed (requirements.txt has it)")
     sweep = tmp_path / "sweep"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "train.py"), "-m", "hydra/launcher=submitit_local",
-         "hydra.launcher.tasks_per_node=2", f"hydra.sweep.dir={sweep}", "debug=tiny", "logger=none",
-         f"dataset.path={tiny_dataset}", "dataset.builtin=false", *STEPS],
-        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    done = submitit_local(sweep, tiny_dataset, "hydra.launcher.tasks_per_node=2", *STEPS)
     assert done.returncode == 0, done.stderr[-3000:]
     run_dir = sweep / "0"
     assert json.loads((run_dir / "summary.json").read_text())["processes"] == 2

@@ -436,19 +436,25 @@ def test_two_prepares_into_one_folder(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("SAMPLERNN_SLOW") != "1",
                     reason="about a minute: set SAMPLERNN_SLOW=1 (CI sets it)")
+def submitit_local(sweep: Path, data: Path, *extra: str) -> subprocess.CompletedProcess:
+    """A tiny training sweep through hydra-submitit-launcher's local executor."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher",
+                        reason="hydra-submitit-launcher is not installed (requirements.txt has it)")
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), "-m", "hydra/launcher=submitit_local",
+         f"hydra.sweep.dir={sweep}", "debug=tiny", "logger=none", f"dataset.path={data}",
+         "dataset.builtin=false", *extra],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+
+
 def test_submitit_timeout_signal_requeues_and_the_run_continues(tiny_dataset, tmp_path):
     """hydra-submitit-launcher's local executor sends SIGUSR2 30 s before its 1-minute limit;
     the run checkpoints, submitit requeues the job with the same command, and the run
     continues by itself (resume=auto) until its train.max_minutes of training are done."""
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher",
-                        reason="hydra-submitit-launcher is not installed (requirements.txt has it)")
     sweep = tmp_path / "sweep"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "train.py"), "-m", "hydra/launcher=submitit_local",
-         "hydra.launcher.timeout_min=1", f"hydra.sweep.dir={sweep}", "debug=tiny", "logger=none",
-         f"dataset.path={tiny_dataset}", "dataset.builtin=false", "train.max_steps=10000000",
-         "train.max_minutes=0.6", "eval.every=100000", "train.log_every=20", "eval.n_samples=0"],
-        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    done = submitit_local(sweep, tiny_dataset, "hydra.launcher.timeout_min=1",
+                          "train.max_steps=10000000", "train.max_minutes=0.6", "eval.every=100000",
+                          "train.log_every=20", "eval.n_samples=0")
     run_dir = sweep / "0"
     log = (run_dir / "train.log").read_text()
     assert done.returncode == 0, (done.stderr[-3000:], log[-3000:])
