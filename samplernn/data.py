@@ -20,6 +20,7 @@ import heapq
 import json
 import math
 import signal
+from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple
 
@@ -77,7 +78,7 @@ class PreparedDataset:
     def name(self) -> str:
         return str(self.manifest.get("name") or self.path.name)
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
         """A hash of what was prepared (files, their content hashes and places, the options):
         the same data wherever the folder is, and different data whatever its name."""

@@ -142,7 +142,6 @@ def _generate(cfg, model, info, device, temps, prime, length, block, rate, out_d
         bar.close()
 
 
-
 if __name__ == "__main__":  # python -m samplernn.generation: the same app as samplernn-generate
     from .cli import generate
     generate()

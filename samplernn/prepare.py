@@ -161,11 +161,9 @@ def _decode_file(index: int, path: Path, part: Path, opts: dict) -> dict:
         rec.update(kept=True, n_samples=n, peak=round(peak, 6))
     except AudioError as err:
         rec.update(kept=False, reason=err.reason, detail=err.detail)
-    except OSError as err:
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):  # the disk, not the file: stop the run
-            raise
-        rec.update(kept=False, reason="unreadable", detail=f"{type(err).__name__}: {err}")
     except Exception as err:  # a file must never stop the run; say what happened instead
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise  # the disk, not the file: stop the run
         rec.update(kept=False, reason="unreadable", detail=f"{type(err).__name__}: {err}")
     finally:
         f32.unlink(missing_ok=True)
