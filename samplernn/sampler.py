@@ -14,15 +14,22 @@ once into the next steps' inputs. Three backends run the same arithmetic:
   that NumPy and PyTorch both satisfy. NumPy's per-call overhead is several
   times lower than PyTorch's for these vector-sized operations. Used for
   float64 models and where no C compiler works.
-- torch (CUDA): the same loop on torch tensors, all state in preallocated
-  device tensors.
+- triton (CUDA, float32 models, the default there): the frame tiers as torch
+  operations, the sample-level MLP as three or four Triton kernels per sample
+  (kernels.py) in float32 or bfloat16 weights (`precision`); CUDA graphs replay
+  many top frames at a time. Without a GPU the kernels run in Triton's
+  interpreter (for the tests).
+- torch (CUDA): the Python loop on torch tensors, all state in preallocated
+  device tensors; one graph replay per top frame.
 
 The Python loop samples with the Gumbel-max trick, noise drawn a chunk at a
-time. Each backend gives the same codes for the same seed every time, and on
+time; the Triton kernels draw their Gumbel noise from Philox, keyed by the
+absolute step. Each backend gives the same codes for the same seed every time, and on
 each, greedy decoding (temperature 0) equals the teacher-forced model's argmax.
 """
 
 import math
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -34,13 +41,22 @@ from .errors import ConfigError, Unavailable
 from .model import SampleRNN
 from .quantize import silence_code
 
-BACKENDS = ("native", "numpy", "torch")
+BACKENDS = ("native", "numpy", "torch", "triton")
+PRECISIONS = ("fp32", "bf16")  # the triton backend's sample-level weights
 PRIME_CHUNK = 1 << 16  # prime samples run through the frame tiers at a time
 
 
 def _default_backend(device: torch.device, dtype: torch.dtype) -> str:
-    """CUDA: torch. CPU: the C kernel for float32 models where it builds, else NumPy."""
+    """CUDA: the Triton kernels for float32 models, else torch. CPU: the C kernel for
+    float32 models where it builds, else NumPy."""
     if device.type != "cpu":
+        from . import kernels  # imports triton: only where it may be used
+        why = kernels.available(device)
+        if why is None and dtype == torch.float32:
+            return "triton"
+        if why is not None:
+            warnings.warn(f"{why}: generation on {device} runs the slower torch backend",
+                          stacklevel=3)
         return "torch"
     return "native" if dtype == torch.float32 and native.load() is not None else "numpy"
 
@@ -94,16 +110,21 @@ class Sampler:
     sampler = Sampler(model, batch_size, temperature, seed, prime)
     for block in sampler.stream(length): ...   # LongTensor [B, n] blocks of new codes
 
-    backend: "native", "numpy" or "torch" (default: native on the CPU, torch on CUDA).
+    backend: "native", "numpy", "torch" or "triton" (default: native on the CPU,
+        triton on CUDA).
     threads: CPU threads for the native backend, each taking a share of the streams
         (default: every core this process may use).
-    cuda_graph: replay one recorded top frame per step of the loop (default: on CUDA).
+    cuda_graph: replay recorded top frames instead of launching each kernel (default: on
+        CUDA): one frame per replay for torch, `graph_samples` for triton.
+    precision: the triton backend's sample-level weights, "fp32" or "bf16" (float32
+        accumulation and logits either way).
     """
 
     def __init__(self, model: SampleRNN, batch_size: int, temperature: float = 1.0,
                  seed: int | None = None, prime: torch.Tensor | None = None,
                  backend: str | None = None, threads: int | None = None,
-                 cuda_graph: bool | None = None):
+                 cuda_graph: bool | None = None, precision: str = "fp32",
+                 graph_samples: int = 512):
         if temperature < 0:
             raise ConfigError(f"temperature={temperature} must be >= 0 (0 means greedy)")
         device = next(model.parameters()).device
@@ -111,15 +132,26 @@ class Sampler:
         self.backend = backend or _default_backend(device, self.dtype)
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend={self.backend!r}; use one of {BACKENDS}")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision={precision!r}; use one of {PRECISIONS}")
+        if precision != "fp32" and self.backend != "triton":
+            raise ConfigError(f"precision={precision!r} is the triton backend's; "
+                              f"backend={self.backend!r} runs the model's own {self.dtype}")
         lib = None
+        if self.backend in ("native", "triton") and self.dtype != torch.float32:
+            raise ConfigError(f"backend={self.backend!r} runs float32 models; this one is "
+                              f"{self.dtype}")
         if self.backend == "native":
-            if self.dtype != torch.float32:
-                raise ConfigError(f"backend='native' runs float32 models; this one is {self.dtype}")
             lib = native.load()
             if lib is None:
                 raise Unavailable("backend='native' needs a working C compiler (see the warning)")
-        self.xp = torch if self.backend == "torch" else np
-        if self.backend != "torch":
+        if self.backend == "triton":
+            from . import kernels
+            why = kernels.available(device)
+            if why:
+                raise Unavailable(f"backend='triton' cannot run here: {why}")
+        self.xp = torch if self.backend in ("torch", "triton") else np
+        if self.xp is np:
             def to_array(x): return x.detach().cpu().numpy()
         else:
             def to_array(x): return x.detach()
@@ -136,29 +168,35 @@ class Sampler:
         self.state = [[to_array(h[i].clone(memory_format=torch.contiguous_format))
                        for i in range(h.shape[0])] for h in hidden]
         self.steps, self._noise, self._noise_at = 0, None, 0
-        # acc[:, r]: the sample-level first layer's input from past codes for step r of the
-        # current bottom frame and the next one (rows 0 .. 2 * fs0 - 1)
-        fs0 = model.config.frame_sizes[0]
-        lut = self.w.lut_rev
-        shape = (batch_size, 2 * fs0, lut.shape[-1])
-        self.acc = np.zeros(shape, lut.dtype) if self.xp is np else \
-            torch.zeros(shape, dtype=lut.dtype, device=lut.device)
-        for i in range(fs0):  # the last fs0 codes before the start feed its first steps
-            self.acc[:, :i + 1] += lut[self.history[self.lookback - fs0 + i]][:, fs0 - 1 - i:]
+        self.kernel, self.fused, self.acc, self._graphs = None, None, None, {}
+        if self.backend == "triton":  # reads the window of codes from the history instead
+            from . import kernels
+            self.fused = kernels.SampleLevel(self.w, batch_size, device, precision,
+                                             int(self.rng.integers(2**62)), temperature)
+        else:
+            # acc[:, r]: the sample-level first layer's input from past codes for step r of
+            # the current bottom frame and the next one (rows 0 .. 2 * fs0 - 1)
+            fs0 = model.config.frame_sizes[0]
+            lut = self.w.lut_rev
+            shape = (batch_size, 2 * fs0, lut.shape[-1])
+            self.acc = np.zeros(shape, lut.dtype) if self.xp is np else \
+                torch.zeros(shape, dtype=lut.dtype, device=lut.device)
+            for i in range(fs0):  # the last fs0 codes before the start feed its first steps
+                self.acc[:, :i + 1] += lut[self.history[self.lookback - fs0 + i]][:, fs0 - 1 - i:]
         # random numbers (Gumbel noise, or the native kernel's uniforms) are drawn in chunks
         # of whole top frames, so how the output is blocked never changes them
         chunk = max(64, min(4096, (1 << 22) // (batch_size * self.q_levels)))
         self._noise_chunk_steps = max(self.lookback, chunk // self.lookback * self.lookback)
-        self.kernel, self._graph = None, None
-        on_cuda = self.backend == "torch" and device.type == "cuda"
+        on_cuda = self.xp is torch and device.type == "cuda"
         if cuda_graph and not on_cuda:
-            raise ConfigError("cuda_graph=True needs backend='torch' on a CUDA device")
+            raise ConfigError("cuda_graph=True needs backend='torch' or 'triton' on a CUDA device")
         self.cuda_graph = on_cuda if cuda_graph is None else cuda_graph
+        # samples per graph replay: whole top frames; the torch loop's noise buffer holds one
+        lb = self.lookback
+        self.graph_samples = lb if self.fused is None else max(lb, graph_samples // lb * lb)
         if lib is not None:
             self.kernel = native.Kernel(lib, self.w, self.state, self.acc, batch_size,
                                         threads or native.usable_cores())
-        if self.cuda_graph:
-            self._capture()
 
     def _start(self, prime):
         """Silence (and the prime, run through the frame tiers to warm them) -> (codes, hidden)."""
@@ -261,19 +299,12 @@ class Sampler:
         these calls can be captured once in a graph and replayed.
         """
         w, lb = self.w, self.lookback
-        tiers, fs0 = w.tiers, w.tiers[0]["frame_size"]
+        fs0 = w.tiers[0]["frame_size"]
         relu = _relu_numpy if self.xp is np else torch.relu_
-        conds = [None] * len(tiers)
+        conds = [None] * len(w.tiers)
         for t in range(0, n, fs0):
             pos = lb + t
-            for k in reversed(range(len(tiers))):
-                f = tiers[k]["frame_size"]
-                if t % f:
-                    continue
-                above = None
-                if k + 1 < len(tiers):
-                    above = conds[k + 1][:, (t % tiers[k + 1]["frame_size"]) // f]
-                conds[k] = self._tier_step(k, w.frame_values[hist[pos - f:pos]].T, above)
+            self._step_tiers(hist, t, conds)
             acc = self.acc
             acc[:, :fs0] += conds[0]                  # [B, fs0, dim]: this frame's inputs
             frame_noise = self._random(self.steps + t, fs0) if noise is None \
@@ -293,6 +324,32 @@ class Sampler:
             acc[:, :fs0] = acc[:, fs0:]
             acc[:, fs0:] = 0
 
+    def _step_tiers(self, hist, t: int, conds: list) -> None:
+        """Step every frame tier whose frame starts at step t (of the top frames in hist):
+        conds[k] becomes tier k's conditioning [B, ratio, dim] for the tier below."""
+        tiers, pos = self.w.tiers, self.lookback + t
+        for k in reversed(range(len(tiers))):
+            f = tiers[k]["frame_size"]
+            if t % f:
+                continue
+            above = None
+            if k + 1 < len(tiers):
+                above = conds[k + 1][:, (t % tiers[k + 1]["frame_size"]) // f]
+            conds[k] = self._tier_step(k, self.w.frame_values[hist[pos - f:pos]].T, above)
+
+    def _run_triton(self, hist: torch.Tensor, n: int) -> None:
+        """The first n steps of this block (whole top frames): the frame tiers as in
+        `_run_python`, each sample as the Triton kernels of kernels.py. The random numbers
+        are keyed by self.fused.step0[0] + t, which the caller sets to the block's first step."""
+        lb, fs0 = self.lookback, self.w.tiers[0]["frame_size"]
+        conds = [None] * len(self.w.tiers)
+        for t in range(0, n, fs0):
+            self._step_tiers(hist, t, conds)
+            cond0 = conds[0].contiguous()
+            for j in range(fs0):
+                self.fused.step(hist, lb + t + j, j, cond0, t + j)
+            self.fused.finish(hist, lb + t + fs0)
+
     def _run_native(self, hist: np.ndarray, n: int) -> None:
         """The same steps in native.c, which draws each code by the inverse CDF from one
         uniform number; the uniforms come from the seed in chunks of whole top frames."""
@@ -305,29 +362,42 @@ class Sampler:
             t += m
 
     def _run_graphed(self, hist: torch.Tensor, n: int) -> None:
-        """The same steps on CUDA, one graph replay per top frame (a few hundred kernels
-        launched at once) between copies in and out of its fixed buffers."""
-        lb = self.lookback
-        if self._graph is None:
-            self._capture()
-        for t in range(0, n, lb):
+        """The same steps on CUDA, `graph_samples` per graph replay (a few hundred to
+        thousands of kernels launched at once) between copies in and out of fixed buffers;
+        a block's last top frames, if fewer, replay a one-frame graph."""
+        lb, span, t = self.lookback, self.graph_samples, 0
+        while t < n:
+            m = span if n - t >= span else lb
+            graph = self._graphs.get(m) or self._capture(m)
             self._g_hist[:lb].copy_(hist[t:t + lb])
-            if self.temperature > 0:
+            if self.fused is not None:
+                self.fused.step0.fill_(self.steps + t)
+            elif self.temperature > 0:
                 self._g_noise.copy_(self._random(self.steps + t, lb))
-            self._graph.replay()
-            hist[lb + t:2 * lb + t].copy_(self._g_hist[lb:])
+            graph.replay()
+            hist[lb + t:lb + t + m].copy_(self._g_hist[lb:lb + m])
+            t += m
 
-    def _capture(self) -> None:
-        """Record one top frame of `_run_python` on fixed buffers in a CUDA graph."""
+    def _capture(self, m: int):
+        """Record m steps (whole top frames) of the block loop on fixed buffers."""
         lb, b, q = self.lookback, self.batch_size, self.q_levels
-        self._g_hist = torch.zeros((2 * lb, b), dtype=torch.long, device=self.device)
-        self._g_noise = self.w.b_out.expand(lb, b, q).contiguous()
-        noise = self._g_noise if self.temperature > 0 else None
-        self._graph = self._record(lambda: self._run_python(self._g_hist, lb, noise))
+        if not self._graphs:
+            self._g_hist = torch.zeros((lb + self.graph_samples, b), dtype=torch.long,
+                                       device=self.device)
+        hist = self._g_hist[:lb + m]
+        if self.fused is not None:
+            body = lambda: self._run_triton(hist, m)  # noqa: E731
+        else:
+            if not self._graphs:
+                self._g_noise = self.w.b_out.expand(lb, b, q).contiguous()
+            noise = self._g_noise if self.temperature > 0 else None
+            body = lambda: self._run_python(hist, m, noise)  # noqa: E731
+        self._graphs[m] = self._record(body)
+        return self._graphs[m]
 
     def _record(self, body) -> torch.cuda.CUDAGraph:
         """A CUDA graph of body(), recorded after a warm-up whose effects are undone."""
-        buffers = [self.acc] + [s for tier in self.state for s in tier]
+        buffers = [x for x in [self.acc] if x is not None] + [s for tier in self.state for s in tier]
         saved = [x.clone() for x in buffers]
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
@@ -362,6 +432,9 @@ class Sampler:
                 self._run_native(hist, n_frames)
             elif self.cuda_graph:
                 self._run_graphed(hist, n_frames)
+            elif self.fused is not None:
+                self.fused.step0.fill_(self.steps)
+                self._run_triton(hist, n_frames)
             else:
                 self._run_python(hist, n_frames)
             self.history = hist[n_frames:].copy() if self.xp is np else hist[n_frames:].clone()
@@ -376,7 +449,8 @@ class Sampler:
 
 def generate(model: SampleRNN, num_samples: int, length: int, temperature: float = 1.0,
              prime: torch.Tensor | None = None, seed: int | None = None,
-             backend: str | None = None, threads: int | None = None) -> torch.Tensor:
+             backend: str | None = None, threads: int | None = None,
+             precision: str = "fp32") -> torch.Tensor:
     """Sample `num_samples` streams of `length` new codes -> LongTensor [num_samples, length].
 
     Starts from the model's initial state and `lookback` samples of silence, or
@@ -387,7 +461,8 @@ def generate(model: SampleRNN, num_samples: int, length: int, temperature: float
     model.eval()
     try:
         with torch.inference_mode():
-            sampler = Sampler(model, num_samples, temperature, seed, prime, backend, threads)
+            sampler = Sampler(model, num_samples, temperature, seed, prime, backend, threads,
+                              precision=precision)
             blocks = list(sampler.stream(length))
     finally:
         model.train(was_training)

@@ -2,11 +2,16 @@
 
 from pathlib import Path
 
+import os
+
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-import samplernn.schema  # noqa: F401  (registers the config schemas, as the commands do)
+if not torch.cuda.is_available():  # before triton is imported: its kernels run interpreted
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import samplernn.schema  # noqa: F401,E402  (registers the config schemas, as the commands do)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

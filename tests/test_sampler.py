@@ -9,12 +9,14 @@ import os
 import pytest
 import torch
 
-from samplernn import SampleRNN, SampleRNNConfig, generate, native, silence_code
+from samplernn import SampleRNN, SampleRNNConfig, generate, kernels, native, silence_code
 from samplernn.model import DEVIATIONS
 
 FRAME_SIZES = {2: [16], 3: [2, 8], 4: [2, 8, 32]}
 DEVICE = torch.device(os.environ.get("SAMPLERNN_TEST_DEVICE", "cpu"))
 CPU_BACKENDS = ["native", "numpy"] if native.load() is not None else ["numpy"]
+# The Triton kernels: compiled on a GPU, in Triton's interpreter on the CPU (conftest.py)
+TRITON = ["triton"] if kernels.available(DEVICE) is None else []
 
 
 @pytest.fixture(autouse=True)
@@ -75,10 +77,10 @@ def pit_chi2(model, codes, temperature, backend, bins=20):
 
 @pytest.mark.parametrize("tiers", [2, 3, 4])
 @pytest.mark.parametrize("rnn_type", ["gru", "lstm"])
-@pytest.mark.parametrize("backend", CPU_BACKENDS + ["torch"])
+@pytest.mark.parametrize("backend", CPU_BACKENDS + ["torch"] + TRITON)
 def test_greedy_equals_teacher_forced_argmax(tiers, rnn_type, backend):
     model = tiny(FRAME_SIZES[tiers], rnn_type, skip=rnn_type == "lstm")
-    if backend == "native":  # the C kernel runs float32
+    if backend in ("native", "triton"):  # the C and Triton kernels run float32
         model = model.float()
     lb = model.lookback
     out = generate(model, 2, 6 * lb, temperature=0, backend=backend)
@@ -90,11 +92,11 @@ def test_greedy_equals_teacher_forced_argmax(tiers, rnn_type, backend):
 
 
 @pytest.mark.parametrize("tiers", [2, 3, 4])
-@pytest.mark.parametrize("backend", CPU_BACKENDS + ["torch"])
+@pytest.mark.parametrize("backend", CPU_BACKENDS + ["torch"] + TRITON)
 def test_sizes_off_the_kernel_tiles_still_equal_the_model(tiers, backend):
     """Odd dim, q_levels, embedding and batch (and mu-law): the C kernel's tail paths run."""
     model = tiny(FRAME_SIZES[tiers], "gru", skip=True, dim=37, q_levels=53, q_type="mu-law")
-    model = model.float() if backend == "native" else model
+    model = model.float() if backend in ("native", "triton") else model
     lb = model.lookback
     out = generate(model, 7, 5 * lb, temperature=0, backend=backend)
     silence = torch.full((7, lb), silence_code("mu-law", 53), device=DEVICE)
@@ -110,7 +112,7 @@ CASES = {"gru": ([2, 8], "gru", False, {}), "lstm": ([2, 8], "lstm", True, {}),
          "odd-sizes": ([2, 8], "gru", True, dict(dim=37, q_levels=53))}
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS + ["torch"])
+@pytest.mark.parametrize("backend", CPU_BACKENDS + ["torch"] + TRITON)
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_sampled_codes_follow_the_model_at_every_position(backend, case):
     """Every sampled code, not only the first, is drawn from softmax(logits / T) of the
@@ -182,7 +184,7 @@ def test_same_seed_same_codes():
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.5])
-@pytest.mark.parametrize("backend", CPU_BACKENDS + ["torch"])
+@pytest.mark.parametrize("backend", CPU_BACKENDS + ["torch"] + TRITON)
 def test_first_sample_follows_the_model_distribution(temperature, backend):
     """Each backend draws from softmax(logits / temperature): the total variation between
     20,000 draws and that distribution stays near what exact sampling gives. Its ratio to
@@ -230,7 +232,7 @@ def test_the_generate_function_is_not_shadowed_by_a_module():
     assert callable(samplernn.generate) and samplernn.generate is generate
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS + ["torch"])
+@pytest.mark.parametrize("backend", CPU_BACKENDS + ["torch"] + TRITON)
 def test_generation_leaves_the_model_unchanged(backend):
     model = tiny([2, 8]).float()
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -1,0 +1,194 @@
+"""The sample-level MLP's per-sample work as Triton kernels: the fast generation path on CUDA.
+
+Three to four kernels per generated sample, for any batch, in a CUDA graph:
+
+1. `_first_layer`: picks the code of the step before (argmax of its noisy logits),
+   writes it to the history, and forms the first layer's input for this step from
+   the conditioning plus one lookup-table row per code in the window
+   (lut_rev[c, k]: what code c adds k + 1 steps after it).
+2. `_linear` for each hidden layer: relu(x @ W + b).
+3. `_linear` for the output layer: x @ W + b plus temperature-scaled Gumbel noise from
+   Philox, keyed by (seed, absolute step, stream, code): the same seed gives the
+   same codes however the output is blocked or graphed.
+
+Weights are float32 or bfloat16 (`precision`); every product accumulates in float32
+and the logits stay float32. With TRITON_INTERPRET=1 the same kernels run on CPU
+tensors in Triton's interpreter (slowly: the tests do so on machines without a GPU).
+"""
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # torch's CUDA wheels bring triton; elsewhere the sampler falls back
+    triton = None
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def interpreted() -> bool:
+    """Whether Triton runs kernels in its interpreter (TRITON_INTERPRET=1 before triton is
+    first imported): on the CPU, slowly; the test suite sets it on machines without a GPU."""
+    return triton is not None and bool(triton.knobs.runtime.interpret)
+
+
+def available(device: torch.device) -> str | None:
+    """None where these kernels can run on `device`, else why not."""
+    if triton is None:
+        return "triton is not installed"
+    if device.type == "cuda" and not interpreted():
+        return None
+    if device.type == "cpu" and interpreted():
+        return None
+    return f"the kernels run on CUDA devices, or on the CPU in Triton's interpreter " \
+           f"(TRITON_INTERPRET=1); this is {device} with the interpreter " \
+           f"{'on' if interpreted() else 'off'}"
+
+
+if triton is not None:
+
+    @triton.jit
+    def _pick(logits, rows, row_ok, Q: tl.constexpr, BLOCK_Q: tl.constexpr):
+        """argmax over the q noisy logits of each row (the first of equal ones) -> [BLOCK_M]."""
+        qs = tl.arange(0, BLOCK_Q)
+        values = tl.load(logits + rows[:, None] * Q + qs[None, :],
+                         mask=row_ok[:, None] & (qs[None, :] < Q), other=-float("inf"))
+        return tl.argmax(values, axis=1).to(tl.int64)
+
+    @triton.jit
+    def _pick_kernel(hist, p, n_rows, logits, Q: tl.constexpr, BLOCK_M: tl.constexpr,
+                     BLOCK_Q: tl.constexpr):
+        """hist[p - 1] = the code picked from the logits (the last step of a frame)."""
+        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_ok = rows < n_rows
+        tl.store(hist + (p - 1) * n_rows + rows, _pick(logits, rows, row_ok, Q, BLOCK_Q),
+                 mask=row_ok)
+
+    @triton.jit
+    def _first_layer(hist, p, n_rows, cond, j, lut, x, logits,
+                     FS0: tl.constexpr, DIM: tl.constexpr, Q: tl.constexpr,
+                     PICK: tl.constexpr, RELU: tl.constexpr, BLOCK_M: tl.constexpr,
+                     BLOCK_D: tl.constexpr, BLOCK_Q: tl.constexpr):
+        """x [B, dim] = cond [B, FS0, dim] at row j + sum_k lut [q, FS0, dim] at (hist[p-1-k], k).
+
+        PICK: the code at p - 1 is still in the logits: pick it (and store it once)."""
+        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+        row_ok = rows < n_rows
+        ok = row_ok[:, None] & (cols[None, :] < DIM)
+        if PICK:
+            code = _pick(logits, rows, row_ok, Q, BLOCK_Q)
+            if tl.program_id(1) == 0:
+                tl.store(hist + (p - 1) * n_rows + rows, code, mask=row_ok)
+        else:
+            code = tl.load(hist + (p - 1) * n_rows + rows, mask=row_ok, other=0)
+        acc = tl.load(cond + rows[:, None] * (FS0 * DIM) + j * DIM + cols[None, :], mask=ok,
+                      other=0.0).to(tl.float32)
+        acc += tl.load(lut + code[:, None] * (FS0 * DIM) + cols[None, :], mask=ok,
+                       other=0.0).to(tl.float32)
+        for k in tl.static_range(1, FS0):
+            code = tl.load(hist + (p - 1 - k) * n_rows + rows, mask=row_ok, other=0)
+            acc += tl.load(lut + code[:, None] * (FS0 * DIM) + k * DIM + cols[None, :], mask=ok,
+                           other=0.0).to(tl.float32)
+        if RELU:
+            acc = tl.maximum(acc, 0.0)
+        tl.store(x + rows[:, None] * DIM + cols[None, :], acc.to(x.dtype.element_ty), mask=ok)
+
+    @triton.jit
+    def _linear(x, w, b, y, n_rows, seed, step, t, temperature,
+                K: tl.constexpr, N: tl.constexpr, RELU: tl.constexpr, NOISE: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        """y [B, N] = x [B, K] @ w [K, N] + b, then relu (hidden layers) or plus
+        temperature * Gumbel noise of absolute step step[0] + t (the output layer)."""
+        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+        row_ok, col_ok = rows < n_rows, cols < N
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            ks = k0 + tl.arange(0, BLOCK_K)
+            k_ok = ks < K
+            a = tl.load(x + rows[:, None] * K + ks[None, :], mask=row_ok[:, None] & k_ok[None, :],
+                        other=0.0)
+            v = tl.load(w + ks[:, None] * N + cols[None, :], mask=k_ok[:, None] & col_ok[None, :],
+                        other=0.0)
+            acc = tl.dot(a.to(v.dtype), v, acc, input_precision="ieee")
+        acc += tl.load(b + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        if RELU:
+            acc = tl.maximum(acc, 0.0)
+        if NOISE:
+            index = ((tl.load(step) + t) * n_rows + rows[:, None]).to(tl.int64) * N + cols[None, :]
+            u = tl.rand(seed, index)  # [0, 1): u = 0 gives -inf, a code never picked
+            acc += temperature * -tl.log(-tl.log(u))
+        ok = row_ok[:, None] & col_ok[None, :]
+        tl.store(y + rows[:, None] * N + cols[None, :], acc.to(y.dtype.element_ty), mask=ok)
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+class SampleLevel:
+    """The sample-level MLP of a Sampler's weights (`w`, x @ W layout) for `batch` streams.
+
+    step(hist, p, j, cond0, t): the code at hist[p] for frame row j, cond0 [B, fs0, dim]
+    float32; hist [lookback + n, B] int64 time-major; t the step's absolute index
+    minus self.step0[0] (a device counter, so one recorded graph serves every frame).
+    finish(hist, p): the last step's code into hist[p - 1].
+    """
+
+    def __init__(self, w, batch: int, device: torch.device, precision: str, seed: int,
+                 temperature: float):
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+        as_w = lambda a: torch.as_tensor(a).to(device=device, dtype=dtype).contiguous()  # noqa: E731
+        self.lut = as_w(w.lut_rev)                                   # [q, fs0, dim]
+        self.hidden = [(as_w(h), torch.as_tensor(b).to(device, torch.float32))
+                       for h, b in w.hidden]
+        self.w_out = as_w(w.w_out)
+        self.b_out = torch.as_tensor(w.b_out).to(device, torch.float32)
+        self.first_relu = w.first_relu
+        q, fs0, dim = self.lut.shape
+        self.q, self.fs0, self.dim, self.batch = q, fs0, dim, batch
+        self.seed, self.temperature = seed, float(temperature)
+        self.step0 = torch.zeros(1, dtype=torch.int64, device=device)
+        self.x = [torch.empty(batch, dim, dtype=dtype, device=device) for _ in range(2)]
+        self.logits = torch.empty(batch, q, dtype=torch.float32, device=device)
+        small = batch <= 16
+        self.block_m = 16 if small else min(64, _pow2(batch))
+        self.block_n = 16 if small else 64
+        self.block_k = 128 if small else 64
+        self.block_d = min(128, _pow2(dim))
+        self.block_q = max(16, _pow2(q))
+        if interpreted():  # one program per launch: the interpreter's cost is per program
+            widest = _pow2(max(dim, q, 16))
+            self.block_m = max(16, min(_pow2(batch), (1 << 20) // widest))  # triton's numel cap
+            self.block_n = 1 << 30
+            self.block_k = self.block_d = 1 << 30
+
+    def step(self, hist: torch.Tensor, p: int, j: int, cond0: torch.Tensor, t: int) -> None:
+        b, m = self.batch, self.block_m
+        block_d = min(self.block_d, _pow2(self.dim))
+        grid = (triton.cdiv(b, m), triton.cdiv(self.dim, block_d))
+        _first_layer[grid](hist, p, b, cond0, j, self.lut, self.x[0], self.logits,
+                           FS0=self.fs0, DIM=self.dim, Q=self.q, PICK=j > 0,
+                           RELU=self.first_relu, BLOCK_M=m, BLOCK_D=block_d,
+                           BLOCK_Q=self.block_q)
+        x = 0
+        for w, bias in self.hidden:
+            self._linear(self.x[x], w, bias, self.x[1 - x], t, relu=True)
+            x = 1 - x
+        self._linear(self.x[x], self.w_out, self.b_out, self.logits, t, relu=False)
+
+    def finish(self, hist: torch.Tensor, p: int) -> None:
+        grid = (triton.cdiv(self.batch, self.block_m),)
+        _pick_kernel[grid](hist, p, self.batch, self.logits, Q=self.q, BLOCK_M=self.block_m,
+                           BLOCK_Q=self.block_q)
+
+    def _linear(self, x, w, bias, y, t: int, relu: bool) -> None:
+        k, n = w.shape
+        block_n = min(self.block_n, max(16, _pow2(n)))
+        grid = (triton.cdiv(self.batch, self.block_m), triton.cdiv(n, block_n))
+        _linear[grid](x, w, bias, y, self.batch, self.seed, self.step0, t, self.temperature,
+                      K=k, N=n, RELU=relu, NOISE=not relu and self.temperature > 0,
+                      BLOCK_M=self.block_m, BLOCK_N=block_n,
+                      BLOCK_K=min(self.block_k, max(16, _pow2(k))))
