@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from .device import autocast, pick_device
 from .model import SampleRNN, SampleRNNConfig
 from .quantize import nll_bits
-from .sampler import Sampler
+from .sampler import Sampler, default_backend
 
 
 def _sync(device: torch.device) -> None:
@@ -58,15 +58,17 @@ def train_speed(model: SampleRNN, batch_size: int, seq_len: int, steps: int, war
 
 
 def gen_speed(model: SampleRNN, batch_size: int, length: int, device: torch.device,
-              repeats: int = 1, cuda_graph: bool | None = None) -> tuple[list[float], Sampler]:
+              repeats: int = 1, **options) -> tuple[list[float], Sampler]:
     """Generated samples per second per stream, temperature 1, after a warm-up; one figure
     per repeat (a shared machine's speed varies from second to second), and the last sampler.
-    Building a sampler (reading the weights, recording its CUDA graph) is not timed."""
+    Building a sampler (reading the weights, compiling kernels, recording its CUDA graphs) is
+    not timed. options: Sampler's (backend, cuda_graph, precision, graph_samples)."""
     speeds = []
     with torch.inference_mode():
-        list(Sampler(model, batch_size, 1.0, seed=0, cuda_graph=cuda_graph).stream(model.lookback * 4))
+        warm = Sampler(model, batch_size, 1.0, seed=0, **options)
+        list(warm.stream(warm.graph_samples + model.lookback))
         for repeat in range(repeats):
-            sampler = Sampler(model, batch_size, 1.0, seed=1 + repeat, cuda_graph=cuda_graph)
+            sampler = Sampler(model, batch_size, 1.0, seed=1 + repeat, **options)
             _sync(device)
             start = time.perf_counter()
             for _ in sampler.stream(length):
@@ -106,18 +108,24 @@ def run(cfg: DictConfig) -> list[dict]:
         model.eval()
         length = max(model.lookback, int(cfg.gen_seconds * cfg.sample_rate) // model.lookback
                      * model.lookback)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        backend = cfg.backend or default_backend(device, next(model.parameters()).dtype)
         speeds, sampler = gen_speed(model, batch_size, length, device, cfg.repeats,
-                                    cfg.get("cuda_graph"))
+                                    backend=backend, cuda_graph=cfg.cuda_graph,
+                                    graph_samples=cfg.graph_samples,
+                                    precision=cfg.precision if backend == "triton" else "fp32")
         speeds.sort()
         per_stream = speeds[len(speeds) // 2]  # the median repeat
-        row.update(gen_backend=sampler.backend,
+        row.update(gen_backend=sampler.backend, gen_precision=sampler.precision,
                    gen_threads=sampler.kernel.threads if sampler.kernel else row["threads"],
                    gen_cuda_graph=sampler.cuda_graph,
+                   gen_graph_samples=sampler.graph_samples if sampler.cuda_graph else None,
                    gen_samples_per_s_per_stream=per_stream,
                    gen_samples_per_s_per_stream_best=speeds[-1], gen_repeats=len(speeds),
                    gen_samples_per_s_total=per_stream * batch_size,
                    gen_realtime_factor=per_stream / cfg.sample_rate,
-                   peak_memory_mb=_peak_mb(device))
+                   gen_peak_memory_mb=_peak_mb(device))
         _emit(row, cfg.out)
         rows.append(row)
     return rows

@@ -26,7 +26,7 @@ from .device import pick_device
 from .errors import ConfigError, NotFound, check_choice, check_int, check_number
 from .interrupt import Stopped, abort_on_signals
 from .quantize import dequantize, quantize
-from .sampler import BACKENDS, Sampler
+from .sampler import BACKENDS, PRECISIONS, Sampler
 
 
 def _temperatures(value) -> list[float]:
@@ -51,6 +51,8 @@ def _check(cfg: DictConfig) -> list[float]:
     check_number("prime_seconds", cfg.prime_seconds, above=0, optional=True)
     if cfg.get("backend") is not None:
         check_choice("backend", cfg.backend, BACKENDS)
+    check_choice("precision", cfg.precision, PRECISIONS)
+    check_int("graph_samples", cfg.graph_samples, minimum=1)
     if cfg.prime and not Path(cfg.prime).is_file():
         raise NotFound(f"prime={cfg.prime}: no such audio file; give the path of a WAV/FLAC/... "
                        "file whose start primes every stream, or drop prime=")
@@ -120,7 +122,8 @@ def _generate(cfg, model, info, device, temps, prime, length, block, rate, out_d
             with contextlib.ExitStack() as stack, torch.inference_mode():
                 writers = [stack.enter_context(WavStreamWriter(p, rate)) for p in paths]
                 sampler = Sampler(model, n, temp, seed=seed, prime=prime,
-                                  backend=cfg.get("backend"), threads=cfg.get("threads"))
+                                  backend=cfg.get("backend"), threads=cfg.get("threads"),
+                                  precision=cfg.precision, graph_samples=cfg.graph_samples)
                 for codes in sampler.stream(length, block):
                     wav = dequantize(codes.cpu(), mc.q_type, mc.q_levels).numpy()
                     for writer, row in zip(writers, wav):
@@ -136,7 +139,8 @@ def _generate(cfg, model, info, device, temps, prime, length, block, rate, out_d
                            "prime_seconds": cfg.prime_seconds if cfg.prime else None,
                            "seconds": length / rate, "sample_rate": rate,
                            "gen_samples_per_s": speed, "realtime_factor": speed / rate,
-                           "batch_size": n, "device": str(device), "backend": sampler.backend}
+                           "batch_size": n, "device": str(device), "backend": sampler.backend,
+                           "precision": sampler.precision}
                 path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
             written += paths
         bar.close()

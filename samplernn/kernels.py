@@ -98,7 +98,7 @@ if triton is not None:
     @triton.jit
     def _linear(x, w, b, y, n_rows, seed, step, t, temperature,
                 K: tl.constexpr, N: tl.constexpr, RELU: tl.constexpr, NOISE: tl.constexpr,
-                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         """y [B, N] = x [B, K] @ w [K, N] + b, then relu (hidden layers) or plus
         temperature * Gumbel noise of absolute step step[0] + t (the output layer)."""
         rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -112,7 +112,10 @@ if triton is not None:
                         other=0.0)
             v = tl.load(w + ks[:, None] * N + cols[None, :], mask=k_ok[:, None] & col_ok[None, :],
                         other=0.0)
-            acc = tl.dot(a.to(v.dtype), v, acc, input_precision="ieee")
+            if UPCAST:  # the interpreter's bf16 dot is wrong; bf16 products are exact in fp32
+                acc = tl.dot(a.to(tl.float32), v.to(tl.float32), acc, input_precision="ieee")
+            else:
+                acc = tl.dot(a.to(v.dtype), v, acc, input_precision="ieee")
         acc += tl.load(b + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
         if RELU:
             acc = tl.maximum(acc, 0.0)
@@ -190,5 +193,6 @@ class SampleLevel:
         grid = (triton.cdiv(self.batch, self.block_m), triton.cdiv(n, block_n))
         _linear[grid](x, w, bias, y, self.batch, self.seed, self.step0, t, self.temperature,
                       K=k, N=n, RELU=relu, NOISE=not relu and self.temperature > 0,
+                      UPCAST=interpreted() and w.dtype == torch.bfloat16,
                       BLOCK_M=self.block_m, BLOCK_N=block_n,
                       BLOCK_K=min(self.block_k, max(16, _pow2(k))))

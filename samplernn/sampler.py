@@ -46,7 +46,7 @@ PRECISIONS = ("fp32", "bf16")  # the triton backend's sample-level weights
 PRIME_CHUNK = 1 << 16  # prime samples run through the frame tiers at a time
 
 
-def _default_backend(device: torch.device, dtype: torch.dtype) -> str:
+def default_backend(device: torch.device, dtype: torch.dtype) -> str:
     """CUDA: the Triton kernels for float32 models, else torch. CPU: the C kernel for
     float32 models where it builds, else NumPy."""
     if device.type != "cpu":
@@ -129,7 +129,7 @@ class Sampler:
             raise ConfigError(f"temperature={temperature} must be >= 0 (0 means greedy)")
         device = next(model.parameters()).device
         self.device, self.dtype = device, next(model.parameters()).dtype
-        self.backend = backend or _default_backend(device, self.dtype)
+        self.backend = backend or default_backend(device, self.dtype)
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend={self.backend!r}; use one of {BACKENDS}")
         if precision not in PRECISIONS:
@@ -169,20 +169,7 @@ class Sampler:
                        for i in range(h.shape[0])] for h in hidden]
         self.steps, self._noise, self._noise_at = 0, None, 0
         self.kernel, self.fused, self.acc, self._graphs = None, None, None, {}
-        if self.backend == "triton":  # reads the window of codes from the history instead
-            from . import kernels
-            self.fused = kernels.SampleLevel(self.w, batch_size, device, precision,
-                                             int(self.rng.integers(2**62)), temperature)
-        else:
-            # acc[:, r]: the sample-level first layer's input from past codes for step r of
-            # the current bottom frame and the next one (rows 0 .. 2 * fs0 - 1)
-            fs0 = model.config.frame_sizes[0]
-            lut = self.w.lut_rev
-            shape = (batch_size, 2 * fs0, lut.shape[-1])
-            self.acc = np.zeros(shape, lut.dtype) if self.xp is np else \
-                torch.zeros(shape, dtype=lut.dtype, device=lut.device)
-            for i in range(fs0):  # the last fs0 codes before the start feed its first steps
-                self.acc[:, :i + 1] += lut[self.history[self.lookback - fs0 + i]][:, fs0 - 1 - i:]
+        self._matmul = np.matmul if self.xp is np else torch.matmul
         # random numbers (Gumbel noise, or the native kernel's uniforms) are drawn in chunks
         # of whole top frames, so how the output is blocked never changes them
         chunk = max(64, min(4096, (1 << 22) // (batch_size * self.q_levels)))
@@ -191,12 +178,60 @@ class Sampler:
         if cuda_graph and not on_cuda:
             raise ConfigError("cuda_graph=True needs backend='torch' or 'triton' on a CUDA device")
         self.cuda_graph = on_cuda if cuda_graph is None else cuda_graph
-        # samples per graph replay: whole top frames; the torch loop's noise buffer holds one
         lb = self.lookback
-        self.graph_samples = lb if self.fused is None else max(lb, graph_samples // lb * lb)
+        self.graph_samples = max(lb, graph_samples // lb * lb)  # whole top frames per replay
+        self.precision = precision
+        if self.backend == "triton":
+            self._use_triton(precision, fallback=backend is None)
+        else:
+            self._use_lookup_sums()
         if lib is not None:
             self.kernel = native.Kernel(lib, self.w, self.state, self.acc, batch_size,
                                         threads or native.usable_cores())
+        if self.cuda_graph:  # recorded now, not in the first block
+            for m in {self.graph_samples, lb}:
+                self._capture(m)
+
+    def _use_lookup_sums(self) -> None:
+        """The Python and C loops' sample-level input: running sums of lookup-table rows.
+
+        acc[:, r]: the first layer's input from past codes for step r of the current bottom
+        frame and the next one (rows 0 .. 2 * fs0 - 1)."""
+        fs0, lut = self.w.tiers[0]["frame_size"], self.w.lut_rev
+        shape = (self.batch_size, 2 * fs0, lut.shape[-1])
+        self.acc = np.zeros(shape, lut.dtype) if self.xp is np else \
+            torch.zeros(shape, dtype=lut.dtype, device=lut.device)
+        for i in range(fs0):  # the last fs0 codes before the start feed its first steps
+            self.acc[:, :i + 1] += lut[self.history[self.lookback - fs0 + i]][:, fs0 - 1 - i:]
+        self.graph_samples = self.lookback  # the graph's noise buffer holds one top frame
+
+    def _use_triton(self, precision: str, fallback: bool) -> None:
+        """The Triton kernels for the sample level (they read the window of codes from the
+        history), in bf16 also the frame tiers' weights. One top frame is tried at once
+        (its effects undone); where it fails, the torch loop takes over with a warning if
+        the backend was the default choice."""
+        from . import kernels
+        self.fused = kernels.SampleLevel(self.w, self.batch_size, self.device, precision,
+                                         int(self.rng.integers(2**62)), self.temperature)
+        if precision == "bf16":
+            half = lambda x: None if x is None else x.to(torch.bfloat16)  # noqa: E731
+            for tier in self.w.tiers:
+                tier.update(w_in=half(tier["w_in"]), w_up=half(tier["w_up"]),
+                            layers=[(half(a), b, half(c), d) for a, b, c, d in tier["layers"]])
+            self._matmul = lambda x, w: torch.matmul(x.to(w.dtype), w).float()  # noqa: E731
+        lb = self.lookback
+        hist = self.history.repeat(2, 1)
+        try:
+            self._undone(lambda: self._run_triton(hist, lb))
+        except Exception as e:  # a GPU or driver Triton cannot compile for, no C compiler, ...
+            if not fallback:
+                raise
+            warnings.warn(f"the Triton generation kernels do not run here "
+                          f"({type(e).__name__}: {str(e).strip().splitlines()[-1:]}); "
+                          "generating with the slower torch backend in float32", stacklevel=3)
+            self.backend, self.fused, self.precision = "torch", None, "fp32"
+            self.w, self._matmul = _Weights(self.model, lambda x: x.detach()), torch.matmul
+            self._use_lookup_sums()
 
     def _start(self, prime):
         """Silence (and the prime, run through the frame tiers to warm them) -> (codes, hidden)."""
@@ -226,7 +261,8 @@ class Sampler:
     def _tier_step(self, k: int, frame, cond):
         """frame [B, frame_size] float, cond [B, dim] or None -> conditioning [B, ratio, dim]."""
         xp, w, tier = self.xp, self.w, self.w.tiers[k]
-        x0 = frame if tier["w_in"] is None else frame @ tier["w_in"] + tier["b_in"]
+        mm = self._matmul
+        x0 = frame if tier["w_in"] is None else mm(frame, tier["w_in"]) + tier["b_in"]
         if cond is not None:
             x0 = x0 + cond
         state, n, outputs, x = self.state[k], self.w.n_rnn, [], x0
@@ -234,7 +270,7 @@ class Sampler:
             h = state[layer]
             if layer and w.skip:  # later layers also read the stack's input
                 x = xp.concatenate([x, x0], -1)
-            gi, gh = x @ w_ih + b_ih, h @ w_hh + b_hh
+            gi, gh = mm(x, w_ih) + b_ih, mm(h, w_hh) + b_hh
             d = h.shape[-1]
             if w.lstm:
                 g = gi + gh
@@ -251,7 +287,7 @@ class Sampler:
             outputs.append(h)
             x = h
         top = xp.concatenate(outputs, -1) if w.skip else x
-        out = top @ tier["w_up"] + tier["b_up"]
+        out = mm(top, tier["w_up"]) + tier["b_up"]
         return out.reshape(out.shape[0], tier["ratio"], -1)
 
     def _noise_chunk(self, n_steps: int):
@@ -395,17 +431,23 @@ class Sampler:
         self._graphs[m] = self._record(body)
         return self._graphs[m]
 
+    def _undone(self, body) -> None:
+        """body(), then every state buffer as it was before (also where body() fails)."""
+        buffers = [x for x in [self.acc] if x is not None] + [s for tier in self.state for s in tier]
+        saved = [x.copy() if self.xp is np else x.clone() for x in buffers]
+        try:
+            body()
+        finally:
+            for x, y in zip(buffers, saved):
+                x[...] = y
+
     def _record(self, body) -> torch.cuda.CUDAGraph:
         """A CUDA graph of body(), recorded after a warm-up whose effects are undone."""
-        buffers = [x for x in [self.acc] if x is not None] + [s for tier in self.state for s in tier]
-        saved = [x.clone() for x in buffers]
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):  # warm-up runs (cuBLAS handles, workspaces) off the record
-            body()
+            self._undone(body)
         torch.cuda.current_stream(self.device).wait_stream(side)
-        for x, y in zip(buffers, saved):
-            x.copy_(y)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             body()

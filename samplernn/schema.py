@@ -121,6 +121,8 @@ class GenerateConfig:
     out_dir: Optional[str] = None
     device: str = "auto"
     backend: Optional[str] = None
+    precision: str = "fp32"
+    graph_samples: int = 512
     threads: Optional[int] = None
 
 
@@ -155,7 +157,9 @@ class BenchmarkConfig:
     warmup_steps: int = 2
     gen_seconds: float = 1.0
     repeats: int = 5
+    backend: Optional[str] = None
     cuda_graph: Optional[bool] = None
+    graph_samples: int = 512
     sample_rate: int = 16000
     seed: int = 0
     out: Optional[str] = None

@@ -113,7 +113,7 @@ def test_benchmark_prints_one_json_line_per_case(capsys):
     assert lines == rows and [r["batch_size"] for r in rows] == [1, 2]
     for row in rows:
         for key in ("device", "batch_size", "train_samples_per_s", "gen_samples_per_s_per_stream",
-                    "gen_samples_per_s_total", "peak_memory_mb"):
+                    "gen_samples_per_s_total", "gen_peak_memory_mb"):
             assert row[key] is not None
         assert row["gen_samples_per_s_total"] == pytest.approx(
             row["gen_samples_per_s_per_stream"] * row["batch_size"])

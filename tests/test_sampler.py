@@ -112,6 +112,11 @@ CASES = {"gru": ([2, 8], "gru", False, {}), "lstm": ([2, 8], "lstm", True, {}),
          "odd-sizes": ([2, 8], "gru", True, dict(dim=37, q_levels=53))}
 
 
+# the Triton kernels' own variants (first-layer ReLU, 16-sample frames, odd sizes); the
+# frame tiers they follow are the torch loop's code
+TRITON_CASES = ["gru", "2-tier-old-architecture", "odd-sizes"]
+
+
 @pytest.mark.parametrize("backend", CPU_BACKENDS + ["torch"] + TRITON)
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_sampled_codes_follow_the_model_at_every_position(backend, case):
@@ -119,6 +124,8 @@ def test_sampled_codes_follow_the_model_at_every_position(backend, case):
     teacher-forced model given the codes before it: 1,200 streams of 4 top frames give a
     uniform randomised PIT (chi-square near 19 on 20 bins; 60 is beyond 1 in 10^5), and
     sampling at 2T instead is caught. Also for the earlier model's architecture options."""
+    if backend == "triton" and case not in TRITON_CASES:
+        pytest.skip("the torch loop's frame tiers: covered by the torch backend's case")
     frame_sizes, rnn_type, skip, options = CASES[case]
     model = tiny(frame_sizes, rnn_type, skip, **options)
     model = model.float()
@@ -280,9 +287,11 @@ def test_the_kernel_builds_into_its_cache_atomically(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_frame_by_frame_replay_equals_the_plain_loop(temperature, monkeypatch):
-    """The CUDA-graph path: one top frame per replay through fixed buffers. On a GPU the
-    graph is real; on the CPU the frame body runs eagerly in its place."""
+@pytest.mark.parametrize("backend", ["torch"] + TRITON)
+def test_graph_replays_equal_the_plain_loop(temperature, backend, monkeypatch):
+    """The CUDA-graph path: fixed buffers, one top frame per replay (torch) or graph_samples
+    steps and a one-frame graph for a block's tail (triton; 200 = 2 x 64 + 64 + 8 here).
+    On a GPU the graphs are real; on the CPU each body runs eagerly in its place."""
     from types import SimpleNamespace
 
     from samplernn.sampler import Sampler
@@ -290,12 +299,87 @@ def test_frame_by_frame_replay_equals_the_plain_loop(temperature, monkeypatch):
     if DEVICE.type == "cpu":
         monkeypatch.setattr(Sampler, "_record", lambda self, body: SimpleNamespace(replay=body))
     with torch.inference_mode():
-        plain = Sampler(model, 3, temperature, seed=5, backend="torch", cuda_graph=False)
-        graphed = Sampler(model, 3, temperature, seed=5, backend="torch")
+        plain = Sampler(model, 3, temperature, seed=5, backend=backend, cuda_graph=False)
+        graphed = Sampler(model, 3, temperature, seed=5, backend=backend, graph_samples=24)
         graphed.cuda_graph = True
         a = torch.cat(list(plain.stream(200, block_size=64)), 1)
         b = torch.cat(list(graphed.stream(200, block_size=64)), 1)
     assert torch.equal(a, b)
+    assert sorted(graphed._graphs) == ([8] if backend == "torch" else [8, 24])
+
+
+@pytest.mark.skipif(not TRITON, reason="Triton is not installed")
+def test_triton_codes_depend_on_the_seed_only():
+    """Same seed, same codes, however the output is blocked; another seed, other codes."""
+    from samplernn.sampler import Sampler
+    model = tiny([2, 8], "lstm").float()
+    one = generate(model, 3, 100, temperature=1.0, seed=7, backend="triton")
+    with torch.inference_mode():
+        blocks = list(Sampler(model, 3, 1.0, seed=7, backend="triton").stream(100, 16))
+    assert [b.shape[1] for b in blocks] == [16] * 6 + [4]
+    assert torch.equal(one, torch.cat(blocks, 1))
+    assert not torch.equal(one, generate(model, 3, 100, temperature=1.0, seed=8, backend="triton"))
+
+
+@pytest.mark.skipif(not TRITON, reason="Triton is not installed")
+@pytest.mark.parametrize("tiers", [2, 3])
+def test_triton_bf16_greedy_leaves_the_model_only_at_near_ties(tiers):
+    """bf16 weights (8 significant bits) with float32 sums and logits: the greedy code is
+    the teacher-forced float32 model's argmax except where its top two logits are closer
+    than 2^-5 of the logits' standard deviation (measured: 2 of 512 positions, at gaps
+    below 0.003 with a standard deviation near 1.4)."""
+    model = tiny(FRAME_SIZES[tiers], dim=64).float()
+    lb = model.lookback
+    out = generate(model, 4, 16 * lb, temperature=0, backend="triton", precision="bf16")
+    silence = torch.full((4, lb), silence_code("linear", 64), device=DEVICE)
+    logits = reference_logits(model, torch.cat([silence, out], 1), "triton")
+    top2 = logits.topk(2, dim=-1).values
+    near_tie = top2[..., 0] - top2[..., 1] < 2 ** -5 * logits.std()
+    differs = out != logits.argmax(-1)
+    assert not (differs & ~near_tie).any()
+    assert differs.float().mean() < 0.05 and out.unique().numel() > 1
+
+
+@pytest.mark.skipif(not TRITON, reason="Triton is not installed")
+def test_triton_bf16_samples_follow_the_model():
+    """The randomised PIT of test_sampled_codes_follow_the_model_at_every_position, with
+    the bf16 weights against the float32 model."""
+    model = tiny([2, 8]).float()
+    codes = generate(model, 1200, 4 * model.lookback, temperature=0.8, seed=3,
+                     backend="triton", precision="bf16")
+    assert pit_chi2(model, codes, 0.8, "triton") < 60
+    assert pit_chi2(model, codes, 1.6, "triton") > 300
+
+
+@pytest.mark.skipif(not TRITON, reason="Triton is not installed")
+def test_where_the_triton_kernels_fail_the_default_falls_back_with_a_warning(monkeypatch):
+    """A GPU Triton cannot compile for, or no C compiler for its launcher: the default
+    choice warns once and generates with the torch loop; an explicit backend=triton fails."""
+    from samplernn import sampler as sampler_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("PTX assembly failed\nptxas fatal: unsupported GPU")
+
+    model = tiny([2, 8]).float()
+    monkeypatch.setattr(kernels.SampleLevel, "step", broken)
+    monkeypatch.setattr(sampler_module, "default_backend", lambda device, dtype: "triton")
+    with torch.inference_mode():
+        with pytest.warns(UserWarning, match="Triton generation kernels do not run here.*ptxas"):
+            fallen = sampler_module.Sampler(model, 2, 1.0, seed=4)
+        assert fallen.backend == "torch" and fallen.precision == "fp32"
+        expected = sampler_module.Sampler(model, 2, 1.0, seed=4, backend="torch")
+        assert torch.equal(torch.cat(list(fallen.stream(64)), 1),
+                           torch.cat(list(expected.stream(64)), 1))
+        with pytest.raises(RuntimeError, match="PTX"):
+            sampler_module.Sampler(model, 2, 1.0, seed=4, backend="triton")
+
+
+def test_precision_is_the_triton_backends_and_checked():
+    model = tiny([2, 8]).float()
+    with pytest.raises(ValueError, match="precision='fp16'"):
+        generate(model, 1, 8, precision="fp16")
+    with pytest.raises(ValueError, match="precision='bf16' is the triton backend's"):
+        generate(model, 1, 8, precision="bf16", backend="numpy")
 
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
