@@ -26,6 +26,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
@@ -276,9 +277,21 @@ class SampleMLP(nn.Module):
                 _weight_normed(layer)
 
     def forward(self, prev_codes: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """prev_codes [B, T, frame_size] long, cond [B, T, dim] -> logits [B, T, q_levels]."""
+        """prev_codes [B, T, frame_size] long, cond [B, T, dim] -> logits [B, T, q_levels].
+
+        The first layer, input(embedding of the window flattened), is computed as a sum of
+        one table row per window position: table[j * q + c] = what code c at position j
+        adds (embedding x that position's weights). Same function, without the
+        [B, T, frame_size * emb_dim] activation or its matrix product (most of the
+        2-tier model's training FLOPs).
+        """
         b, t, f = prev_codes.shape
-        x = self.input(self.embedding(prev_codes).reshape(b, t, -1)) + cond
+        emb = self.embedding.weight                                  # [q, e]
+        q, e = emb.shape
+        w = self.input.weight.view(-1, f, e)                         # [dim, f, e]
+        table = torch.einsum("qe,dfe->fqd", emb, w).reshape(f * q, -1)
+        index = prev_codes + torch.arange(0, f * q, q, device=prev_codes.device)
+        x = F.embedding_bag(index.reshape(-1, f), table, mode="sum").view(b, t, -1) + cond
         if self.first_relu:
             x = torch.relu(x)
         for layer in self.hidden:

@@ -75,6 +75,31 @@ def test_chunked_equals_full(tiers, rnn_type):
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("first_relu", [False, True])
+def test_the_first_layer_as_table_sums_is_the_linear_layer_over_the_window(first_relu):
+    """SampleMLP sums one row per window position of a table built from the embedding and
+    the input layer's weights: values and every gradient equal Linear(embedding flattened),
+    the layer as written in the paper (float64, so the two orders of summation agree)."""
+    model = tiny([16], mlp_first_relu=first_relu).double().train()
+    mlp = model.sample_mlp
+    codes = torch.randint(0, 32, (3, 7, 16), generator=torch.Generator().manual_seed(1))
+    cond = torch.randn(3, 7, 24, dtype=torch.float64)
+
+    def as_written(prev_codes, cond):
+        x = mlp.input(mlp.embedding(prev_codes).flatten(2)) + cond
+        x = torch.relu(x) if first_relu else x
+        for layer in mlp.hidden:
+            x = torch.relu(layer(x))
+        return mlp.output(x)
+
+    params = list(mlp.parameters())
+    ours, theirs = mlp(codes, cond), as_written(codes, cond)
+    torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+    for a, b in zip(torch.autograd.grad(ours.square().sum(), params),
+                    torch.autograd.grad(theirs.square().sum(), params)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
 def test_reset_hidden_restores_initial_state_per_row():
     model = tiny([2, 8], learn_h0=True)
     with torch.no_grad():
