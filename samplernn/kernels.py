@@ -127,6 +127,76 @@ if triton is not None:
         tl.store(y + rows[:, None] * N + cols[None, :], acc.to(y.dtype.element_ty), mask=ok)
 
 
+    @triton.jit
+    def _recurrent_cell(gi, b_ih, gh, b_hh, h, c, n_rows, D: tl.constexpr, LSTM: tl.constexpr,
+                        BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+        """One recurrent step from the two gate products gi = x @ W_ih, gh = h @ W_hh
+        [B, G * D] (any float type) and their biases: h [B, D] (and c, LSTM) in place,
+        float32, as torch's GRU / LSTM (tanh(x) = 2 sigmoid(2x) - 1)."""
+        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+        col_ok = cols < D
+        ok = (rows < n_rows)[:, None] & col_ok[None, :]
+        G: tl.constexpr = 4 if LSTM else 3
+        at = rows[:, None] * (G * D) + cols[None, :]
+        state = rows[:, None] * D + cols[None, :]
+        if LSTM:  # gates i, f, g, o
+            i = (tl.load(gi + at, mask=ok, other=0.0).to(tl.float32)
+                 + tl.load(gh + at, mask=ok, other=0.0).to(tl.float32)
+                 + tl.load(b_ih + cols, mask=col_ok, other=0.0)[None, :]
+                 + tl.load(b_hh + cols, mask=col_ok, other=0.0)[None, :])
+            f = (tl.load(gi + at + D, mask=ok, other=0.0).to(tl.float32)
+                 + tl.load(gh + at + D, mask=ok, other=0.0).to(tl.float32)
+                 + tl.load(b_ih + D + cols, mask=col_ok, other=0.0)[None, :]
+                 + tl.load(b_hh + D + cols, mask=col_ok, other=0.0)[None, :])
+            g = (tl.load(gi + at + 2 * D, mask=ok, other=0.0).to(tl.float32)
+                 + tl.load(gh + at + 2 * D, mask=ok, other=0.0).to(tl.float32)
+                 + tl.load(b_ih + 2 * D + cols, mask=col_ok, other=0.0)[None, :]
+                 + tl.load(b_hh + 2 * D + cols, mask=col_ok, other=0.0)[None, :])
+            o = (tl.load(gi + at + 3 * D, mask=ok, other=0.0).to(tl.float32)
+                 + tl.load(gh + at + 3 * D, mask=ok, other=0.0).to(tl.float32)
+                 + tl.load(b_ih + 3 * D + cols, mask=col_ok, other=0.0)[None, :]
+                 + tl.load(b_hh + 3 * D + cols, mask=col_ok, other=0.0)[None, :])
+            cell = (tl.sigmoid(f) * tl.load(c + state, mask=ok, other=0.0)
+                    + tl.sigmoid(i) * (2 * tl.sigmoid(2 * g) - 1))
+            tl.store(c + state, cell, mask=ok)
+            new = tl.sigmoid(o) * (2 * tl.sigmoid(2 * cell) - 1)
+        else:  # gates r, z, n
+            r = tl.sigmoid(tl.load(gi + at, mask=ok, other=0.0).to(tl.float32)
+                           + tl.load(gh + at, mask=ok, other=0.0).to(tl.float32)
+                           + tl.load(b_ih + cols, mask=col_ok, other=0.0)[None, :]
+                           + tl.load(b_hh + cols, mask=col_ok, other=0.0)[None, :])
+            z = tl.sigmoid(tl.load(gi + at + D, mask=ok, other=0.0).to(tl.float32)
+                           + tl.load(gh + at + D, mask=ok, other=0.0).to(tl.float32)
+                           + tl.load(b_ih + D + cols, mask=col_ok, other=0.0)[None, :]
+                           + tl.load(b_hh + D + cols, mask=col_ok, other=0.0)[None, :])
+            hn = (tl.load(gh + at + 2 * D, mask=ok, other=0.0).to(tl.float32)
+                  + tl.load(b_hh + 2 * D + cols, mask=col_ok, other=0.0)[None, :])
+            n = (tl.load(gi + at + 2 * D, mask=ok, other=0.0).to(tl.float32)
+                 + tl.load(b_ih + 2 * D + cols, mask=col_ok, other=0.0)[None, :] + r * hn)
+            n = 2 * tl.sigmoid(2 * n) - 1
+            old = tl.load(h + state, mask=ok, other=0.0)
+            new = n + z * (old - n)
+        tl.store(h + state, new, mask=ok)
+
+
+def recurrent_cell(gi: torch.Tensor, b_ih: torch.Tensor, gh: torch.Tensor, b_hh: torch.Tensor,
+                   h: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+    """One GRU (c None) or LSTM step in one kernel: gi, gh [B, G * dim] gate products
+    without their biases, b_ih, b_hh [G * dim] float32; updates h [B, dim] (and c) float32
+    in place and returns h."""
+    b, d = h.shape
+    if interpreted():  # as few programs as triton's numel cap allows
+        block_d = _pow2(d)
+        block_m = max(1, min(_pow2(b), (1 << 20) // block_d))
+    else:
+        block_m, block_d = min(16, _pow2(b)), min(256, _pow2(d))
+    grid = (triton.cdiv(b, block_m), triton.cdiv(d, block_d))
+    _recurrent_cell[grid](gi, b_ih, gh, b_hh, h, h if c is None else c, b, D=d,
+                          LSTM=c is not None, BLOCK_M=block_m, BLOCK_D=block_d)
+    return h
+
+
 def _pow2(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
 

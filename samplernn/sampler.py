@@ -213,6 +213,7 @@ class Sampler:
         from . import kernels
         self.fused = kernels.SampleLevel(self.w, self.batch_size, self.device, precision,
                                          int(self.rng.integers(2**62)), self.temperature)
+        self._gates = lambda x, w: torch.matmul(x.to(w.dtype), w)  # noqa: E731
         if precision == "bf16":
             half = lambda x: None if x is None else x.to(torch.bfloat16)  # noqa: E731
             for tier in self.w.tiers:
@@ -265,30 +266,38 @@ class Sampler:
         x0 = frame if tier["w_in"] is None else mm(frame, tier["w_in"]) + tier["b_in"]
         if cond is not None:
             x0 = x0 + cond
-        state, n, outputs, x = self.state[k], self.w.n_rnn, [], x0
-        for layer, (w_ih, b_ih, w_hh, b_hh) in enumerate(tier["layers"]):
-            h = state[layer]
+        outputs, x = [], x0
+        for layer, weights in enumerate(tier["layers"]):
             if layer and w.skip:  # later layers also read the stack's input
                 x = xp.concatenate([x, x0], -1)
-            gi, gh = mm(x, w_ih) + b_ih, mm(h, w_hh) + b_hh
-            d = h.shape[-1]
-            if w.lstm:
-                g = gi + gh
-                gates = _sigmoid(xp, g)  # i, f, (g), o: the cell input takes tanh instead
-                c = gates[:, d:2 * d] * state[n + layer] + gates[:, :d] * xp.tanh(g[:, 2 * d:3 * d])
-                h = gates[:, 3 * d:] * xp.tanh(c)
-                state[n + layer][...] = c         # in place: a CUDA graph reads fixed buffers
-            else:
-                rz = _sigmoid(xp, gi[:, :2 * d] + gh[:, :2 * d])
-                r, z = rz[:, :d], rz[:, d:]
-                new = xp.tanh(gi[:, 2 * d:] + r * gh[:, 2 * d:])
-                h = new + z * (h - new)
-            state[layer][...] = h
-            outputs.append(h)
-            x = h
+            x = self._cell(x, weights, self.state[k], layer)
+            outputs.append(x)
         top = xp.concatenate(outputs, -1) if w.skip else x
         out = mm(top, tier["w_up"]) + tier["b_up"]
         return out.reshape(out.shape[0], tier["ratio"], -1)
+
+    def _cell(self, x, weights, state: list, layer: int):
+        """One recurrent layer's step from input x: its new h [B, d], also written into
+        state (h per layer, then c per layer for LSTMs) in place, as a CUDA graph needs."""
+        xp, w_ih, b_ih, w_hh, b_hh = self.xp, *weights
+        h, c = state[layer], state[self.w.n_rnn + layer] if self.w.lstm else None
+        if self.fused is not None:  # the gates' arithmetic in one kernel
+            from .kernels import recurrent_cell
+            return recurrent_cell(self._gates(x, w_ih), b_ih, self._gates(h, w_hh), b_hh, h, c)
+        mm, d = self._matmul, h.shape[-1]
+        gi, gh = mm(x, w_ih) + b_ih, mm(h, w_hh) + b_hh
+        if c is not None:
+            g = gi + gh
+            gates = _sigmoid(xp, g)  # i, f, (g), o: the cell input takes tanh instead
+            c[...] = gates[:, d:2 * d] * c + gates[:, :d] * xp.tanh(g[:, 2 * d:3 * d])
+            new = gates[:, 3 * d:] * xp.tanh(c)
+        else:
+            rz = _sigmoid(xp, gi[:, :2 * d] + gh[:, :2 * d])
+            r, z = rz[:, :d], rz[:, d:]
+            new = xp.tanh(gi[:, 2 * d:] + r * gh[:, 2 * d:])
+            new = new + z * (h - new)
+        h[...] = new
+        return h
 
     def _noise_chunk(self, n_steps: int):
         """Gumbel noise [n_steps, B, q] scaled by the temperature.
