@@ -207,9 +207,9 @@ class Sampler:
 
     def _use_triton(self, precision: str, fallback: bool) -> None:
         """The Triton kernels for the sample level (they read the window of codes from the
-        history), in bf16 also the frame tiers' weights. One top frame is tried at once
-        (its effects undone); where it fails, the torch loop takes over with a warning if
-        the backend was the default choice."""
+        history), in bf16 also the frame tiers' weights. Where they are compiled (a GPU),
+        one top frame is tried at once (its effects undone); where it fails, the torch loop
+        takes over with a warning if the backend was the default choice."""
         from . import kernels
         self.fused = kernels.SampleLevel(self.w, self.batch_size, self.device, precision,
                                          int(self.rng.integers(2**62)), self.temperature)
@@ -220,6 +220,8 @@ class Sampler:
                 tier.update(w_in=half(tier["w_in"]), w_up=half(tier["w_up"]),
                             layers=[(half(a), b, half(c), d) for a, b, c, d in tier["layers"]])
             self._matmul = lambda x, w: torch.matmul(x.to(w.dtype), w).float()  # noqa: E731
+        if kernels.interpreted():  # nothing to compile
+            return
         lb = self.lookback
         hist = self.history.repeat(2, 1)
         try:
