@@ -1,6 +1,7 @@
-"""The sample-level MLP's per-sample work as Triton kernels: the fast generation path on CUDA.
+"""Triton kernels of the fast generation path on CUDA (the sampler's triton backend).
 
-Three to four kernels per generated sample, for any batch, in a CUDA graph:
+The sample-level MLP takes three to four kernels per generated sample, for any batch,
+recorded in CUDA graphs:
 
 1. `_first_layer`: picks the code of the step before (argmax of its noisy logits),
    writes it to the history, and forms the first layer's input for this step from
@@ -10,6 +11,9 @@ Three to four kernels per generated sample, for any batch, in a CUDA graph:
 3. `_linear` for the output layer: x @ W + b plus temperature-scaled Gumbel noise from
    Philox, keyed by (seed, absolute step, stream, code): the same seed gives the
    same codes however the output is blocked or graphed.
+
+Each frame tier's recurrent step is its two gate products (torch) and `_recurrent_cell`,
+the GRU or LSTM arithmetic in one kernel.
 
 Weights are float32 or bfloat16 (`precision`); every product accumulates in float32
 and the logits stay float32. With TRITON_INTERPRET=1 the same kernels run on CPU
@@ -56,7 +60,7 @@ if triton is not None:
                          mask=row_ok[:, None] & (qs[None, :] < Q), other=-float("inf"))
         return tl.argmax(values, axis=1).to(tl.int64)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["p"])  # one compiled kernel for every step
     def _pick_kernel(hist, p, n_rows, logits, Q: tl.constexpr, BLOCK_M: tl.constexpr,
                      BLOCK_Q: tl.constexpr):
         """hist[p - 1] = the code picked from the logits (the last step of a frame)."""
@@ -65,7 +69,7 @@ if triton is not None:
         tl.store(hist + (p - 1) * n_rows + rows, _pick(logits, rows, row_ok, Q, BLOCK_Q),
                  mask=row_ok)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["p", "j"])
     def _first_layer(hist, p, n_rows, cond, j, lut, x, logits,
                      FS0: tl.constexpr, DIM: tl.constexpr, Q: tl.constexpr,
                      PICK: tl.constexpr, RELU: tl.constexpr, BLOCK_M: tl.constexpr,
@@ -95,7 +99,7 @@ if triton is not None:
             acc = tl.maximum(acc, 0.0)
         tl.store(x + rows[:, None] * DIM + cols[None, :], acc.to(x.dtype.element_ty), mask=ok)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["t"])
     def _linear(x, w, b, y, n_rows, seed, step, t, temperature,
                 K: tl.constexpr, N: tl.constexpr, RELU: tl.constexpr, NOISE: tl.constexpr,
                 UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
