@@ -423,3 +423,55 @@ def test_native_greedy_runs_past_one_chunk_of_random_numbers():
         out = torch.cat(list(sampler.stream(length)), 1)
     assert out.shape == (2, length)
     assert torch.equal(out, generate(model, 2, length, temperature=0, backend="numpy"))
+
+
+COMPILE_FOR_GPUS = r'''
+import sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from samplernn import kernels as K
+
+def build(fn, signature, constexprs, target):
+    signature = {**signature, **{name: "constexpr" for name in constexprs}}
+    triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs), target=target)
+
+for capability in map(int, sys.argv[1:]):
+    target = GPUTarget("cuda", capability, 32)
+    for dt in ("fp32", "bf16"):
+        for tiles in ((16, 16, 128), (64, 64, 64)):  # SampleLevel's: batch <= 16, larger
+            for noise in (False, True):
+                build(K._linear, {"x": f"*{dt}", "w": f"*{dt}", "b": "*fp32",
+                                  "y": "*fp32" if noise else f"*{dt}", "n_rows": "i32",
+                                  "seed": "i64", "step": "*i64", "t": "i32", "temperature": "fp32"},
+                      dict(K=1024, N=256 if noise else 1024, RELU=not noise, NOISE=noise,
+                           UPCAST=False, BLOCK_M=tiles[0], BLOCK_N=tiles[1], BLOCK_K=tiles[2]),
+                      target)
+        for pick in (False, True):
+            build(K._first_layer, {"hist": "*i64", "p": "i32", "n_rows": "i32", "cond": "*fp32",
+                                   "j": "i32", "lut": f"*{dt}", "x": f"*{dt}", "logits": "*fp32"},
+                  dict(FS0=16, DIM=1024, Q=256, PICK=pick, RELU=pick, BLOCK_M=16, BLOCK_D=128,
+                       BLOCK_Q=256), target)
+        for lstm in (False, True):
+            build(K._recurrent_cell, {"gi": f"*{dt}", "b_ih": "*fp32", "gh": f"*{dt}",
+                                      "b_hh": "*fp32", "h": "*fp32", "c": "*fp32", "n_rows": "i32"},
+                  dict(D=1024, LSTM=lstm, BLOCK_M=16, BLOCK_D=256), target)
+    build(K._pick_kernel, {"hist": "*i64", "p": "i32", "n_rows": "i32", "logits": "*fp32"},
+          dict(Q=256, BLOCK_M=16, BLOCK_Q=256), target)
+print("compiled")
+'''
+
+
+@pytest.mark.skipif(kernels.triton is None, reason="Triton is not installed")
+def test_the_triton_kernels_compile_for_ampere_and_hopper_gpus(tmp_path):
+    """Without a GPU: Triton compiles every kernel variant the sampler launches (float32
+    and bf16, both tile shapes, GRU and LSTM) down to machine code for sm_80 (A100) and
+    sm_90 (H100/H200), with its own ptxas, so a kernel that would not build on a GPU fails
+    here and not on a user's cluster."""
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path)  # really compiled, not read from a cache
+    result = subprocess.run([sys.executable, "-c", COMPILE_FOR_GPUS, "80", "90"], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and "compiled" in result.stdout, result.stderr[-3000:]
