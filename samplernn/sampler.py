@@ -135,8 +135,9 @@ class Sampler:
         if precision not in PRECISIONS:
             raise ConfigError(f"precision={precision!r}; use one of {PRECISIONS}")
         if precision != "fp32" and self.backend != "triton":
-            raise ConfigError(f"precision={precision!r} is the triton backend's; "
-                              f"backend={self.backend!r} runs the model's own {self.dtype}")
+            raise ConfigError(f"precision={precision!r} is for the triton backend (CUDA); "
+                              f"backend={self.backend!r} computes in the model's {self.dtype}: "
+                              "drop precision= or generate on a GPU")
         lib = None
         if self.backend in ("native", "triton") and self.dtype != torch.float32:
             raise ConfigError(f"backend={self.backend!r} runs float32 models; this one is "

@@ -379,7 +379,7 @@ def test_precision_is_the_triton_backends_and_checked():
     model = tiny([2, 8]).float()
     with pytest.raises(ValueError, match="precision='fp16'"):
         generate(model, 1, 8, precision="fp16")
-    with pytest.raises(ValueError, match="precision='bf16' is the triton backend's"):
+    with pytest.raises(ValueError, match="precision='bf16' is for the triton backend"):
         generate(model, 1, 8, precision="bf16", backend="numpy")
 
 
