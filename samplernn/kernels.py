@@ -99,6 +99,15 @@ if triton is not None:
             acc = tl.maximum(acc, 0.0)
         tl.store(x + rows[:, None] * DIM + cols[None, :], acc.to(x.dtype.element_ty), mask=ok)
 
+    # _linear's tiles, timed on the GPU at hand the first time each (batch, shape) runs
+    # (before any CUDA graph is recorded) and remembered in Triton's cache; columns x depth
+    # x warps x pipeline stages: narrow tiles spread one stream over many SMs, wide ones
+    # suit large batches
+    LINEAR_CONFIGS = [triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=s)
+                      for n, k, w, s in [(16, 128, 4, 3), (16, 256, 4, 3), (32, 128, 4, 3),
+                                         (64, 64, 4, 3), (64, 128, 4, 3), (128, 64, 8, 3)]]
+
+    @triton.autotune(LINEAR_CONFIGS, key=["n_rows", "K", "N"], cache_results=True)
     @triton.jit(do_not_specialize=["t"])
     def _linear(x, w, b, y, n_rows, seed, step, t, temperature,
                 K: tl.constexpr, N: tl.constexpr, RELU: tl.constexpr, NOISE: tl.constexpr,
@@ -230,21 +239,16 @@ class SampleLevel:
         self.step0 = torch.zeros(1, dtype=torch.int64, device=device)
         self.x = [torch.empty(batch, dim, dtype=dtype, device=device) for _ in range(2)]
         self.logits = torch.empty(batch, q, dtype=torch.float32, device=device)
-        small = batch <= 16
-        self.block_m = 16 if small else min(64, _pow2(batch))
-        self.block_n = 16 if small else 64
-        self.block_k = 128 if small else 64
+        self.block_m = 16 if batch <= 16 else min(64, _pow2(batch))  # rows per program
         self.block_d = min(128, _pow2(dim))
         self.block_q = max(16, _pow2(q))
         if interpreted():  # one program per launch: the interpreter's cost is per program
             widest = _pow2(max(dim, q, 16))
             self.block_m = max(16, min(_pow2(batch), (1 << 20) // widest))  # triton's numel cap
-            self.block_n = 1 << 30
-            self.block_k = self.block_d = 1 << 30
+            self.block_d = widest
 
     def step(self, hist: torch.Tensor, p: int, j: int, cond0: torch.Tensor, t: int) -> None:
-        b, m = self.batch, self.block_m
-        block_d = min(self.block_d, _pow2(self.dim))
+        b, m, block_d = self.batch, self.block_m, self.block_d
         grid = (triton.cdiv(b, m), triton.cdiv(self.dim, block_d))
         _first_layer[grid](hist, p, b, cond0, j, self.lut, self.x[0], self.logits,
                            FS0=self.fs0, DIM=self.dim, Q=self.q, PICK=j > 0,
@@ -263,10 +267,14 @@ class SampleLevel:
 
     def _linear(self, x, w, bias, y, t: int, relu: bool) -> None:
         k, n = w.shape
-        block_n = min(self.block_n, max(16, _pow2(n)))
-        grid = (triton.cdiv(self.batch, self.block_m), triton.cdiv(n, block_n))
-        _linear[grid](x, w, bias, y, self.batch, self.seed, self.step0, t, self.temperature,
-                      K=k, N=n, RELU=relu, NOISE=not relu and self.temperature > 0,
-                      UPCAST=interpreted() and w.dtype == torch.bfloat16,
-                      BLOCK_M=self.block_m, BLOCK_N=block_n,
-                      BLOCK_K=min(self.block_k, max(16, _pow2(k))))
+        args = (x, w, bias, y, self.batch, self.seed, self.step0, t, self.temperature)
+        options = dict(K=k, N=n, RELU=relu, NOISE=not relu and self.temperature > 0,
+                       UPCAST=interpreted() and w.dtype == torch.bfloat16, BLOCK_M=self.block_m)
+        if interpreted():  # the kernel itself, whole rows and depth in one program
+            grid = (triton.cdiv(self.batch, self.block_m), 1)
+            _linear.fn[grid](*args, **options, BLOCK_N=max(16, _pow2(n)),
+                             BLOCK_K=max(16, _pow2(k)))
+            return
+        grid = lambda meta: (triton.cdiv(self.batch, self.block_m),  # noqa: E731
+                             triton.cdiv(n, meta["BLOCK_N"]))
+        _linear[grid](*args, **options)
