@@ -4,7 +4,7 @@ Each tier keeps its recurrent state and steps only when its frame is complete;
 nothing of the past is recomputed. The model's weights are read once (weight
 norm folded in), and the first layer of the sample-level MLP becomes one lookup
 table per input position (embedding x weights) whose rows each new code adds
-once into the next steps' inputs. Three backends run the same arithmetic:
+once into the next steps' inputs. Four backends run the same arithmetic:
 
 - native (CPU, float32, the default there): the whole loop in C (native.c),
   built on first use; a batch's streams are split between the CPU cores. Each
@@ -230,8 +230,9 @@ class Sampler:
         except Exception as e:  # a GPU or driver Triton cannot compile for, no C compiler, ...
             if not fallback:
                 raise
+            last_line = (str(e).strip().splitlines() or [""])[-1]
             warnings.warn(f"the Triton generation kernels do not run here "
-                          f"({type(e).__name__}: {str(e).strip().splitlines()[-1:]}); "
+                          f"({type(e).__name__}: {last_line}); "
                           "generating with the slower torch backend in float32", stacklevel=3)
             self.backend, self.fused, self.precision = "torch", None, "fp32"
             self.w, self._matmul = _Weights(self.model, lambda x: x.detach()), torch.matmul
