@@ -255,11 +255,10 @@ class Sampler:
         codes = torch.cat([start, prime], dim=1)  # [1 or B, lb + whole frames]
         hidden, n = None, codes.shape[1] - lb
         step = max(lb, PRIME_CHUNK // lb * lb)  # in chunks: constant memory for any prime
-        with torch.no_grad():
+        with torch.no_grad():  # one row for a shared prime, whose state every stream starts from
             for a in range(0, n, step):
-                window = codes[:, a:a + lb + min(step, n - a)].expand(b, -1)
-                hidden = self.model.advance(window, hidden)
-        return codes[:, -lb:].expand(b, -1), hidden
+                hidden = self.model.advance(codes[:, a:a + lb + min(step, n - a)], hidden)
+        return codes[:, -lb:].expand(b, -1), [h.expand(-1, b, -1) for h in hidden]
 
     # -- one tier step and one sample step, in xp arithmetic -------------------------------
 

@@ -162,6 +162,18 @@ def test_a_long_prime_runs_in_chunks_with_the_same_result(monkeypatch):
     assert torch.equal(generate(model, 2, 32, temperature=0, prime=prime), whole)
 
 
+def test_a_shared_prime_runs_once_and_primes_every_stream():
+    """A one-row prime goes through the model once (not once per stream: a 2-s prime for
+    4,096 streams would be 134 M samples of forward pass) and every stream starts from its
+    state: the same codes as the prime repeated on every row."""
+    model = tiny([2, 8], "lstm")
+    torch.manual_seed(6)
+    prime = torch.randint(0, 64, (1, 45)).to(DEVICE)
+    shared = generate(model, 3, 24, temperature=0, prime=prime)
+    repeated = generate(model, 3, 24, temperature=0, prime=prime.expand(3, -1))
+    assert torch.equal(shared, repeated) and torch.equal(shared[0], shared[2])
+
+
 def test_prime_warms_state_beyond_last_frame():
     model = tiny([2, 8])
     torch.manual_seed(4)
