@@ -104,10 +104,20 @@ if triton is not None:
     # x warps x pipeline stages: narrow tiles spread one stream over many SMs, wide ones
     # suit large batches
     LINEAR_CONFIGS = [triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=s)
-                      for n, k, w, s in [(16, 128, 4, 3), (16, 256, 4, 3), (32, 128, 4, 3),
-                                         (64, 64, 4, 3), (64, 128, 4, 3), (128, 64, 8, 3)]]
+                      for n, k, w, s in [(8, 512, 4, 2), (16, 256, 4, 3), (16, 128, 4, 3),
+                                         (32, 128, 4, 3), (64, 64, 4, 3), (64, 128, 4, 3),
+                                         (128, 64, 8, 3)]]
 
-    @triton.autotune(LINEAR_CONFIGS, key=["n_rows", "K", "N"], cache_results=True)
+    def linear_configs(configs, named_args, **kwargs):
+        """The configurations that fit the row block: tl.dot's tiles need 16 columns; the
+        few-row path's [rows, depth, columns] products must fit in registers."""
+        if kwargs["BLOCK_M"] >= 16:
+            return [c for c in configs if c.kwargs["BLOCK_N"] >= 16]
+        return [c for c in configs
+                if kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] * c.kwargs["BLOCK_K"] <= 8192]
+
+    @triton.autotune(LINEAR_CONFIGS, key=["n_rows", "K", "N"], cache_results=True,
+                     prune_configs_by={"early_config_prune": linear_configs})
     @triton.jit(do_not_specialize=["t"])
     def _linear(x, w, b, y, n_rows, seed, step, t, temperature,
                 K: tl.constexpr, N: tl.constexpr, RELU: tl.constexpr, NOISE: tl.constexpr,
@@ -125,7 +135,9 @@ if triton is not None:
                         other=0.0)
             v = tl.load(w + ks[:, None] * N + cols[None, :], mask=k_ok[:, None] & col_ok[None, :],
                         other=0.0)
-            if UPCAST:  # the interpreter's bf16 dot is wrong; bf16 products are exact in fp32
+            if BLOCK_M < 16:  # a few rows (one stream): products summed in registers
+                acc += tl.sum(a.to(tl.float32)[:, :, None] * v.to(tl.float32)[None, :, :], axis=1)
+            elif UPCAST:  # the interpreter's bf16 dot is wrong; bf16 products are exact in fp32
                 acc = tl.dot(a.to(tl.float32), v.to(tl.float32), acc, input_precision="ieee")
             else:
                 acc = tl.dot(a.to(v.dtype), v, acc, input_precision="ieee")
@@ -239,12 +251,15 @@ class SampleLevel:
         self.step0 = torch.zeros(1, dtype=torch.int64, device=device)
         self.x = [torch.empty(batch, dim, dtype=dtype, device=device) for _ in range(2)]
         self.logits = torch.empty(batch, q, dtype=torch.float32, device=device)
-        self.block_m = 16 if batch <= 16 else min(64, _pow2(batch))  # rows per program
+        # rows per program: up to 8 rows take _linear's few-row path, which spreads one
+        # stream's weights over many programs; then tl.dot tiles of 16 to 64 rows
+        self.block_m = _pow2(batch) if batch <= 8 else 16 if batch <= 16 else 64
         self.block_d = min(128, _pow2(dim))
         self.block_q = max(16, _pow2(q))
         if interpreted():  # one program per launch: the interpreter's cost is per program
             widest = _pow2(max(dim, q, 16))
-            self.block_m = max(16, min(_pow2(batch), (1 << 20) // widest))  # triton's numel cap
+            if batch > 8 or _pow2(batch) * widest * widest > 1 << 20:  # triton's numel cap
+                self.block_m = max(16, min(_pow2(batch), (1 << 20) // widest))
             self.block_d = widest
 
     def step(self, hist: torch.Tensor, p: int, j: int, cond0: torch.Tensor, t: int) -> None:

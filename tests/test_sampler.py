@@ -456,26 +456,31 @@ def build(fn, signature, constexprs, target, config=None):
 for capability in map(int, sys.argv[1:]):
     target = GPUTarget("cuda", capability, 32)
     for dt in ("fp32", "bf16"):
-        # every tile configuration once (bf16, Hopper); the first elsewhere (the autotuner
-        # skips a configuration that runs out of shared memory on a GPU)
-        configs = K.LINEAR_CONFIGS if capability >= 90 and dt == "bf16" else K.LINEAR_CONFIGS[:1]
-        for block_m, config, noise in itertools.product((16, 64), configs, (0, 1)):
-            build(K._linear, {"x": f"*{dt}", "w": f"*{dt}", "b": "*fp32",
-                              "y": "*fp32" if noise else f"*{dt}", "n_rows": "i32",
-                              "seed": "i64", "step": "*i64", "t": "i32", "temperature": "fp32"},
-                  dict(K=1024, N=256 if noise else 1024, RELU=not noise, NOISE=bool(noise),
-                       UPCAST=False, BLOCK_M=block_m), target, config)
-        for pick in (False, True):
+        # the row blocks SampleLevel uses (one stream, up to 16, more); every configuration
+        # the autotuner may try once (bf16 hidden layers on Hopper), the first elsewhere (the
+        # autotuner skips one that runs out of shared memory on a GPU)
+        for block_m, noise in itertools.product((1, 16, 64), (0, 1)):
+            configs = K.linear_configs(K.LINEAR_CONFIGS, {}, BLOCK_M=block_m)
+            every = capability >= 90 and dt == "bf16" and not noise
+            for config in configs if every else configs[:1]:
+                build(K._linear, {"x": f"*{dt}", "w": f"*{dt}", "b": "*fp32",
+                                  "y": "*fp32" if noise else f"*{dt}", "n_rows": "i32",
+                                  "seed": "i64", "step": "*i64", "t": "i32",
+                                  "temperature": "fp32"},
+                      dict(K=1024, N=256 if noise else 1024, RELU=not noise, NOISE=bool(noise),
+                           UPCAST=False, BLOCK_M=block_m), target, config)
+        for pick, block_m in itertools.product((False, True), (1, 16)):
             build(K._first_layer, {"hist": "*i64", "p": "i32", "n_rows": "i32", "cond": "*fp32",
                                    "j": "i32", "lut": f"*{dt}", "x": f"*{dt}", "logits": "*fp32"},
-                  dict(FS0=16, DIM=1024, Q=256, PICK=pick, RELU=pick, BLOCK_M=16, BLOCK_D=128,
-                       BLOCK_Q=256), target)
+                  dict(FS0=16, DIM=1024, Q=256, PICK=pick, RELU=pick, BLOCK_M=block_m,
+                       BLOCK_D=128, BLOCK_Q=256), target)
         for lstm in (False, True):
             build(K._recurrent_cell, {"gi": f"*{dt}", "b_ih": "*fp32", "gh": f"*{dt}",
                                       "b_hh": "*fp32", "h": "*fp32", "c": "*fp32", "n_rows": "i32"},
                   dict(D=1024, LSTM=lstm, BLOCK_M=16, BLOCK_D=256), target)
-    build(K._pick_kernel, {"hist": "*i64", "p": "i32", "n_rows": "i32", "logits": "*fp32"},
-          dict(Q=256, BLOCK_M=16, BLOCK_Q=256), target)
+    for block_m in (1, 16):
+        build(K._pick_kernel, {"hist": "*i64", "p": "i32", "n_rows": "i32", "logits": "*fp32"},
+              dict(Q=256, BLOCK_M=block_m, BLOCK_Q=256), target)
 print("compiled")
 '''
 
