@@ -151,6 +151,11 @@ if triton is not None:
         ok = row_ok[:, None] & col_ok[None, :]
         tl.store(y + rows[:, None] * N + cols[None, :], acc.to(y.dtype.element_ty), mask=ok)
 
+    @triton.jit
+    def _part(g, bias, at, cols, ok, col_ok, offset):
+        """Gate block [BLOCK_M, BLOCK_D] at column `offset` of a gate product, plus its bias."""
+        return (tl.load(g + at + offset, mask=ok, other=0.0).to(tl.float32)
+                + tl.load(bias + offset + cols, mask=col_ok, other=0.0)[None, :])
 
     @triton.jit
     def _recurrent_cell(gi, b_ih, gh, b_hh, h, c, n_rows, D: tl.constexpr, LSTM: tl.constexpr,
@@ -166,39 +171,23 @@ if triton is not None:
         at = rows[:, None] * (G * D) + cols[None, :]
         state = rows[:, None] * D + cols[None, :]
         if LSTM:  # gates i, f, g, o
-            i = (tl.load(gi + at, mask=ok, other=0.0).to(tl.float32)
-                 + tl.load(gh + at, mask=ok, other=0.0).to(tl.float32)
-                 + tl.load(b_ih + cols, mask=col_ok, other=0.0)[None, :]
-                 + tl.load(b_hh + cols, mask=col_ok, other=0.0)[None, :])
-            f = (tl.load(gi + at + D, mask=ok, other=0.0).to(tl.float32)
-                 + tl.load(gh + at + D, mask=ok, other=0.0).to(tl.float32)
-                 + tl.load(b_ih + D + cols, mask=col_ok, other=0.0)[None, :]
-                 + tl.load(b_hh + D + cols, mask=col_ok, other=0.0)[None, :])
-            g = (tl.load(gi + at + 2 * D, mask=ok, other=0.0).to(tl.float32)
-                 + tl.load(gh + at + 2 * D, mask=ok, other=0.0).to(tl.float32)
-                 + tl.load(b_ih + 2 * D + cols, mask=col_ok, other=0.0)[None, :]
-                 + tl.load(b_hh + 2 * D + cols, mask=col_ok, other=0.0)[None, :])
-            o = (tl.load(gi + at + 3 * D, mask=ok, other=0.0).to(tl.float32)
-                 + tl.load(gh + at + 3 * D, mask=ok, other=0.0).to(tl.float32)
-                 + tl.load(b_ih + 3 * D + cols, mask=col_ok, other=0.0)[None, :]
-                 + tl.load(b_hh + 3 * D + cols, mask=col_ok, other=0.0)[None, :])
+            i = _part(gi, b_ih, at, cols, ok, col_ok, 0) + _part(gh, b_hh, at, cols, ok, col_ok, 0)
+            f = _part(gi, b_ih, at, cols, ok, col_ok, D) + _part(gh, b_hh, at, cols, ok, col_ok, D)
+            g = (_part(gi, b_ih, at, cols, ok, col_ok, 2 * D)
+                 + _part(gh, b_hh, at, cols, ok, col_ok, 2 * D))
+            o = (_part(gi, b_ih, at, cols, ok, col_ok, 3 * D)
+                 + _part(gh, b_hh, at, cols, ok, col_ok, 3 * D))
             cell = (tl.sigmoid(f) * tl.load(c + state, mask=ok, other=0.0)
                     + tl.sigmoid(i) * (2 * tl.sigmoid(2 * g) - 1))
             tl.store(c + state, cell, mask=ok)
             new = tl.sigmoid(o) * (2 * tl.sigmoid(2 * cell) - 1)
         else:  # gates r, z, n
-            r = tl.sigmoid(tl.load(gi + at, mask=ok, other=0.0).to(tl.float32)
-                           + tl.load(gh + at, mask=ok, other=0.0).to(tl.float32)
-                           + tl.load(b_ih + cols, mask=col_ok, other=0.0)[None, :]
-                           + tl.load(b_hh + cols, mask=col_ok, other=0.0)[None, :])
-            z = tl.sigmoid(tl.load(gi + at + D, mask=ok, other=0.0).to(tl.float32)
-                           + tl.load(gh + at + D, mask=ok, other=0.0).to(tl.float32)
-                           + tl.load(b_ih + D + cols, mask=col_ok, other=0.0)[None, :]
-                           + tl.load(b_hh + D + cols, mask=col_ok, other=0.0)[None, :])
-            hn = (tl.load(gh + at + 2 * D, mask=ok, other=0.0).to(tl.float32)
-                  + tl.load(b_hh + 2 * D + cols, mask=col_ok, other=0.0)[None, :])
-            n = (tl.load(gi + at + 2 * D, mask=ok, other=0.0).to(tl.float32)
-                 + tl.load(b_ih + 2 * D + cols, mask=col_ok, other=0.0)[None, :] + r * hn)
+            r = tl.sigmoid(_part(gi, b_ih, at, cols, ok, col_ok, 0)
+                           + _part(gh, b_hh, at, cols, ok, col_ok, 0))
+            z = tl.sigmoid(_part(gi, b_ih, at, cols, ok, col_ok, D)
+                           + _part(gh, b_hh, at, cols, ok, col_ok, D))
+            n = (_part(gi, b_ih, at, cols, ok, col_ok, 2 * D)
+                 + r * _part(gh, b_hh, at, cols, ok, col_ok, 2 * D))
             n = 2 * tl.sigmoid(2 * n) - 1
             old = tl.load(h + state, mask=ok, other=0.0)
             new = n + z * (old - n)
