@@ -227,12 +227,11 @@ class SampleLevel:
     def __init__(self, w, batch: int, device: torch.device, precision: str, seed: int,
                  temperature: float):
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
-        as_w = lambda a: torch.as_tensor(a).to(device=device, dtype=dtype).contiguous()  # noqa: E731
+        as_w = lambda a: a.to(device=device, dtype=dtype).contiguous()  # noqa: E731
         self.lut = as_w(w.lut_rev)                                   # [q, fs0, dim]
-        self.hidden = [(as_w(h), torch.as_tensor(b).to(device, torch.float32))
-                       for h, b in w.hidden]
+        self.hidden = [(as_w(h), b.to(device, torch.float32)) for h, b in w.hidden]
         self.w_out = as_w(w.w_out)
-        self.b_out = torch.as_tensor(w.b_out).to(device, torch.float32)
+        self.b_out = w.b_out.to(device, torch.float32)
         self.first_relu = w.first_relu
         q, fs0, dim = self.lut.shape
         self.q, self.fs0, self.dim, self.batch = q, fs0, dim, batch

@@ -215,6 +215,7 @@ class Sampler:
         self.fused = kernels.SampleLevel(self.w, self.batch_size, self.device, precision,
                                          int(self.rng.integers(2**62)), self.temperature)
         self._gates = lambda x, w: torch.matmul(x.to(w.dtype), w)  # noqa: E731
+        self._recurrent_cell = kernels.recurrent_cell
         if precision == "bf16":
             half = lambda x: None if x is None else x.to(torch.bfloat16)  # noqa: E731
             for tier in self.w.tiers:
@@ -285,8 +286,8 @@ class Sampler:
         xp, w_ih, b_ih, w_hh, b_hh = self.xp, *weights
         h, c = state[layer], state[self.w.n_rnn + layer] if self.w.lstm else None
         if self.fused is not None:  # the gates' arithmetic in one kernel
-            from .kernels import recurrent_cell
-            return recurrent_cell(self._gates(x, w_ih), b_ih, self._gates(h, w_hh), b_hh, h, c)
+            gi, gh = self._gates(x, w_ih), self._gates(h, w_hh)
+            return self._recurrent_cell(gi, b_ih, gh, b_hh, h, c)
         mm, d = self._matmul, h.shape[-1]
         gi, gh = mm(x, w_ih) + b_ih, mm(h, w_hh) + b_hh
         if c is not None:
