@@ -62,7 +62,8 @@ def gen_speed(model: SampleRNN, batch_size: int, length: int, device: torch.devi
     """Generated samples per second per stream, temperature 1, after a warm-up; one figure
     per repeat (a shared machine's speed varies from second to second), and the last sampler.
     Building a sampler (reading the weights, compiling kernels, recording its CUDA graphs) is
-    not timed. options: Sampler's (backend, cuda_graph, precision, graph_samples)."""
+    not timed. options: Sampler's (backend, cuda_graph, precision, graph_samples,
+    persistent)."""
     speeds = []
     with torch.inference_mode():
         warm = Sampler(model, batch_size, 1.0, seed=0, **options)
@@ -113,11 +114,12 @@ def run(cfg: DictConfig) -> list[dict]:
         backend = cfg.backend or default_backend(device, next(model.parameters()).dtype)
         speeds, sampler = gen_speed(model, batch_size, length, device, cfg.repeats,
                                     backend=backend, cuda_graph=cfg.cuda_graph,
-                                    graph_samples=cfg.graph_samples,
+                                    graph_samples=cfg.graph_samples, persistent=cfg.persistent,
                                     precision=cfg.precision if backend == "triton" else "fp32")
         speeds.sort()
         per_stream = speeds[len(speeds) // 2]  # the median repeat
         row.update(gen_backend=sampler.backend, gen_precision=sampler.precision,
+                   gen_persistent=sampler.persistent,
                    gen_threads=sampler.kernel.threads if sampler.kernel else row["threads"],
                    gen_cuda_graph=sampler.cuda_graph,
                    gen_graph_samples=sampler.graph_samples if sampler.cuda_graph else None,

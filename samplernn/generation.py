@@ -26,7 +26,7 @@ from .device import pick_device
 from .errors import ConfigError, NotFound, check_choice, check_int, check_number
 from .interrupt import Stopped, abort_on_signals
 from .quantize import dequantize, quantize
-from .sampler import BACKENDS, PRECISIONS, Sampler
+from .sampler import BACKENDS, PERSISTENT_MAX_STREAMS, PRECISIONS, Sampler
 
 
 def _temperatures(value) -> list[float]:
@@ -53,6 +53,9 @@ def _check(cfg: DictConfig) -> list[float]:
         check_choice("backend", cfg.backend, BACKENDS)
     check_choice("precision", cfg.precision, PRECISIONS)
     check_int("graph_samples", cfg.graph_samples, minimum=1)
+    if cfg.persistent and min(cfg.batch_size, cfg.num_samples) > PERSISTENT_MAX_STREAMS:
+        raise ConfigError(f"persistent=true generates up to {PERSISTENT_MAX_STREAMS} streams at "
+                          f"once: give batch_size <= {PERSISTENT_MAX_STREAMS} or drop persistent=")
     if cfg.prime and not Path(cfg.prime).is_file():
         raise NotFound(f"prime={cfg.prime}: no such audio file; give the path of a WAV/FLAC/... "
                        "file whose start primes every stream, or drop prime=")
@@ -123,7 +126,8 @@ def _generate(cfg, model, info, device, temps, prime, length, block, rate, out_d
                 writers = [stack.enter_context(WavStreamWriter(p, rate)) for p in paths]
                 sampler = Sampler(model, n, temp, seed=seed, prime=prime,
                                   backend=cfg.get("backend"), threads=cfg.get("threads"),
-                                  precision=cfg.precision, graph_samples=cfg.graph_samples)
+                                  precision=cfg.precision, graph_samples=cfg.graph_samples,
+                                  persistent=cfg.persistent)
                 for codes in sampler.stream(length, block):
                     wav = dequantize(codes.cpu(), mc.q_type, mc.q_levels).numpy()
                     for writer, row in zip(writers, wav):
@@ -140,7 +144,7 @@ def _generate(cfg, model, info, device, temps, prime, length, block, rate, out_d
                            "seconds": length / rate, "sample_rate": rate,
                            "gen_samples_per_s": speed, "realtime_factor": speed / rate,
                            "batch_size": n, "device": str(device), "backend": sampler.backend,
-                           "precision": sampler.precision}
+                           "precision": sampler.precision, "persistent": sampler.persistent}
                 path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
             written += paths
         bar.close()

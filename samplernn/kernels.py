@@ -1,7 +1,7 @@
 """Triton kernels of the fast generation path on CUDA (the sampler's triton backend).
 
-The sample-level MLP takes three to four kernels per generated sample, for any batch,
-recorded in CUDA graphs:
+The sample-level MLP takes four kernels per generated sample (plus one per bottom frame),
+for any batch, recorded in CUDA graphs:
 
 1. `_first_layer`: picks the code of the step before (argmax of its noisy logits),
    writes it to the history, and forms the first layer's input for this step from
@@ -14,6 +14,10 @@ recorded in CUDA graphs:
 
 Each frame tier's recurrent step is its two gate products (torch) and `_recurrent_cell`,
 the GRU or LSTM arithmetic in one kernel.
+
+`_sample_frame` (persistent=True, up to 8 streams) does the same arithmetic for a whole
+bottom frame in one launch: at most one program per SM, each owning a slice of every
+layer's columns, with a grid-wide barrier (`_grid_sync`) after each layer.
 
 Weights are float32 or bfloat16 (`precision`); every product accumulates in float32
 and the logits stay float32. With TRITON_INTERPRET=1 the same kernels run on CPU
@@ -53,11 +57,15 @@ def available(device: torch.device) -> str | None:
 if triton is not None:
 
     @triton.jit
-    def _pick(logits, rows, row_ok, Q: tl.constexpr, BLOCK_Q: tl.constexpr):
-        """argmax over the q noisy logits of each row (the first of equal ones) -> [BLOCK_M]."""
+    def _pick(logits, rows, row_ok, Q: tl.constexpr, BLOCK_Q: tl.constexpr,
+              CACHE: tl.constexpr = ""):
+        """argmax over the q noisy logits of each row (the first of equal ones) -> [BLOCK_M].
+        CACHE ".cg": read past the SM's L1 cache (logits written by other programs of a
+        running kernel)."""
         qs = tl.arange(0, BLOCK_Q)
         values = tl.load(logits + rows[:, None] * Q + qs[None, :],
-                         mask=row_ok[:, None] & (qs[None, :] < Q), other=-float("inf"))
+                         mask=row_ok[:, None] & (qs[None, :] < Q), other=-float("inf"),
+                         cache_modifier=CACHE)
         return tl.argmax(values, axis=1).to(tl.int64)
 
     @triton.jit(do_not_specialize=["p"])  # one compiled kernel for every step
@@ -194,6 +202,112 @@ if triton is not None:
         tl.store(h + state, new, mask=ok)
 
 
+    # -- the persistent sample level: one kernel per bottom frame ---------------------------
+
+    @triton.jit
+    def _grid_sync(sync, target, spin_limit, failed):
+        """Wait until every program of the grid has arrived here: each adds 1 to the counter
+        at `sync`, which counts every arrival ever (int64), until it reaches `target`. Gives
+        up after spin_limit polls and sets `failed` (programs that were not all resident on
+        the GPU at once would otherwise wait forever)."""
+        tl.debug_barrier()  # every thread's stores are made before this program arrives
+        tl.atomic_add(sync, 1, sem="release")
+        spins = 0
+        while (tl.load(sync, volatile=True) < target) & (spins < spin_limit):
+            spins += 1
+        if spins >= spin_limit:
+            tl.atomic_max(failed, 1)
+        tl.atomic_add(sync, 0, sem="acquire")  # the others' stores are seen from here on
+        tl.debug_barrier()
+
+    @triton.jit
+    def _columns(x, w, b, rows, row_ok, cols, col_ok, K: tl.constexpr, N: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        """x [B, K] @ w [K, N] + b at the BLOCK_N columns `cols`, float32; x is read past
+        L1 (other programs of the running kernel wrote it)."""
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k0 in tl.static_range(0, K, BLOCK_K):
+            ks = k0 + tl.arange(0, BLOCK_K)
+            k_ok = ks < K
+            a = tl.load(x + rows[:, None] * K + ks[None, :], mask=row_ok[:, None] & k_ok[None, :],
+                        other=0.0, cache_modifier=".cg")
+            v = tl.load(w + ks[:, None] * N + cols[None, :], mask=k_ok[:, None] & col_ok[None, :],
+                        other=0.0)
+            acc += tl.sum(a.to(tl.float32)[:, :, None] * v.to(tl.float32)[None, :, :], axis=1)
+        return acc + tl.load(b + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+
+    @triton.jit(do_not_specialize=["p0", "t0"])
+    def _sample_frame(hist, p0, n_rows, cond, lut, w1, b1, w2, b2, w_out, b_out, xa, xb,
+                      logits, seed, step, t0, temperature, sync, spin_limit, failed,
+                      FS0: tl.constexpr, DIM: tl.constexpr, Q: tl.constexpr,
+                      RELU: tl.constexpr, NOISE: tl.constexpr, BLOCK_M: tl.constexpr,
+                      BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                      BLOCK_Q: tl.constexpr):
+        """The FS0 steps of a bottom frame (codes at hist[p0 .. p0 + FS0 - 1]) in one launch:
+        per step, the first layer (as _first_layer), the two hidden layers and the output
+        layer (as _linear), each program computing its own columns of every layer (BLOCK_D
+        of dim, BLOCK_N of q) for all rows, with a grid-wide barrier after each layer. The
+        grid must fit on the GPU at once (at most one program per SM). The last code is
+        picked at the end, so a frame tier can read the whole frame at once."""
+        pid = tl.program_id(0)
+        programs = tl.num_programs(0)
+        rows = tl.arange(0, BLOCK_M)
+        row_ok = rows < n_rows
+        cols = pid * BLOCK_D + tl.arange(0, BLOCK_D)
+        col_ok = cols < DIM
+        ok = row_ok[:, None] & col_ok[None, :]
+        qs = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+        q_ok = qs < Q
+        arrived = tl.load(sync, volatile=True)  # < one barrier's arrivals past the last launch
+        target = arrived - arrived % programs
+        for j in range(FS0):
+            p = p0 + j
+            if j == 0:  # picked at the end of the frame before
+                code = tl.load(hist + (p - 1) * n_rows + rows, mask=row_ok, other=0,
+                               cache_modifier=".cg")
+            else:  # every program picks it from the logits; the first stores it
+                code = _pick(logits, rows, row_ok, Q, BLOCK_Q, ".cg")
+                if pid == 0:
+                    tl.store(hist + (p - 1) * n_rows + rows, code, mask=row_ok)
+            acc = tl.load(cond + rows[:, None] * (FS0 * DIM) + j * DIM + cols[None, :], mask=ok,
+                          other=0.0).to(tl.float32)
+            acc += tl.load(lut + code[:, None] * (FS0 * DIM) + cols[None, :], mask=ok,
+                           other=0.0).to(tl.float32)
+            for k in tl.static_range(1, FS0):
+                code = tl.load(hist + (p - 1 - k) * n_rows + rows, mask=row_ok, other=0,
+                               cache_modifier=".cg")
+                acc += tl.load(lut + code[:, None] * (FS0 * DIM) + k * DIM + cols[None, :],
+                               mask=ok, other=0.0).to(tl.float32)
+            if RELU:
+                acc = tl.maximum(acc, 0.0)
+            tl.store(xa + rows[:, None] * DIM + cols[None, :], acc.to(xa.dtype.element_ty), mask=ok)
+            target += programs
+            _grid_sync(sync, target, spin_limit, failed)
+            h = tl.maximum(_columns(xa, w1, b1, rows, row_ok, cols, col_ok, DIM, DIM, BLOCK_M,
+                                    BLOCK_D, BLOCK_K), 0.0)
+            tl.store(xb + rows[:, None] * DIM + cols[None, :], h.to(xb.dtype.element_ty), mask=ok)
+            target += programs
+            _grid_sync(sync, target, spin_limit, failed)
+            h = tl.maximum(_columns(xb, w2, b2, rows, row_ok, cols, col_ok, DIM, DIM, BLOCK_M,
+                                    BLOCK_D, BLOCK_K), 0.0)
+            tl.store(xa + rows[:, None] * DIM + cols[None, :], h.to(xa.dtype.element_ty), mask=ok)
+            target += programs
+            _grid_sync(sync, target, spin_limit, failed)
+            out = _columns(xa, w_out, b_out, rows, row_ok, qs, q_ok, DIM, Q, BLOCK_M, BLOCK_N,
+                           BLOCK_K)
+            if NOISE:  # as _linear's: the same seed gives the same codes on either path
+                index = ((tl.load(step) + t0 + j) * n_rows + rows[:, None]).to(tl.int64) * Q \
+                    + qs[None, :]
+                out += temperature * -tl.log(-tl.log(tl.rand(seed, index)))
+            tl.store(logits + rows[:, None] * Q + qs[None, :], out,
+                     mask=row_ok[:, None] & q_ok[None, :])
+            target += programs
+            _grid_sync(sync, target, spin_limit, failed)
+        if pid == 0:
+            tl.store(hist + (p0 + FS0 - 1) * n_rows + rows,
+                     _pick(logits, rows, row_ok, Q, BLOCK_Q, ".cg"), mask=row_ok)
+
+
 def recurrent_cell(gi: torch.Tensor, b_ih: torch.Tensor, gh: torch.Tensor, b_hh: torch.Tensor,
                    h: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
     """One GRU (c None) or LSTM step in one kernel: gi, gh [B, G * dim] gate products
@@ -222,10 +336,12 @@ class SampleLevel:
     float32; hist [lookback + n, B] int64 time-major; t the step's absolute index
     minus self.step0[0] (a device counter, so one recorded graph serves every frame).
     finish(hist, p): the last step's code into hist[p - 1].
+    frame(hist, p0, cond0, t0): a bottom frame's fs0 steps and its finish: per step with
+    the kernels above, or in one launch of _sample_frame (persistent, up to 8 streams).
     """
 
     def __init__(self, w, batch: int, device: torch.device, precision: str, seed: int,
-                 temperature: float):
+                 temperature: float, persistent: bool = False):
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
         as_w = lambda a: a.to(device=device, dtype=dtype).contiguous()  # noqa: E731
         self.lut = as_w(w.lut_rev)                                   # [q, fs0, dim]
@@ -249,6 +365,56 @@ class SampleLevel:
             if batch > 8 or _pow2(batch) * widest * widest > 1 << 20:  # triton's numel cap
                 self.block_m = max(16, min(_pow2(batch), (1 << 20) // widest))
             self.block_d = widest
+        self.persistent = persistent
+        if persistent:
+            assert batch <= 8 and len(self.hidden) == 2, "one row block, two hidden layers"
+            self.sync = torch.zeros(1, dtype=torch.int64, device=device)
+            self.failed = torch.zeros(1, dtype=torch.int32, device=device)
+            self.spin_limit = 1 << 22  # polls of a grid barrier: seconds, then give up
+            # one program per SM at most, so that all are resident at once; the
+            # interpreter runs programs one after another, so there only one
+            sms = 1 if interpreted() else torch.cuda.get_device_properties(device).multi_processor_count
+            self.size_persistent(sms)
+
+    def size_persistent(self, programs: int) -> None:
+        """The persistent kernel's tiles for at most `programs` programs: each takes
+        block_d of the dim columns of every hidden layer and block_n of the q output ones."""
+        m, widest = _pow2(self.batch), 1 << 20  # triton's numel cap
+        self.block_d = max(2, _pow2(triton.cdiv(self.dim, programs)))
+        self.programs = triton.cdiv(self.dim, self.block_d)
+        self.block_n = max(2, _pow2(triton.cdiv(self.q, self.programs)))
+        if interpreted():  # as _linear's whole-tile interpreter path: the same sums
+            self.block_d, self.block_n = max(16, self.block_d), max(16, self.block_n)
+        else:
+            widest = 4096  # a few registers per thread for the [rows, depth, columns] products
+        self.block_k = max(1, min(max(16, _pow2(self.dim)),
+                                  widest // (m * max(self.block_d, self.block_n))))
+
+    def frame(self, hist: torch.Tensor, p0: int, cond0: torch.Tensor, t0: int) -> None:
+        """The codes of one bottom frame, hist[p0 .. p0 + fs0 - 1], from its conditioning
+        cond0 [B, fs0, dim] float32; t0 as step's t for its first code."""
+        if not self.persistent:
+            for j in range(self.fs0):
+                self.step(hist, p0 + j, j, cond0, t0 + j)
+            self.finish(hist, p0 + self.fs0)
+            return
+        (w1, b1), (w2, b2) = self.hidden
+        _sample_frame[(self.programs,)](
+            hist, p0, self.batch, cond0, self.lut, w1, b1, w2, b2, self.w_out, self.b_out,
+            self.x[0], self.x[1], self.logits, self.seed, self.step0, t0, self.temperature,
+            self.sync, self.spin_limit, self.failed, FS0=self.fs0, DIM=self.dim, Q=self.q,
+            RELU=self.first_relu, NOISE=self.temperature > 0, BLOCK_M=_pow2(self.batch),
+            BLOCK_D=self.block_d, BLOCK_N=self.block_n, BLOCK_K=self.block_k,
+            BLOCK_Q=self.block_q)
+
+    def check(self) -> None:
+        """Raise if a grid barrier of the persistent kernel gave up since the start (its
+        programs were not all running at once, e.g. another process held SMs); waits
+        for the GPU."""
+        if self.persistent and self.failed.item():
+            raise RuntimeError("the persistent generation kernel's programs did not all run at "
+                               "once on the GPU (another process holding SMs?); generate with "
+                               "persistent=false")
 
     def step(self, hist: torch.Tensor, p: int, j: int, cond0: torch.Tensor, t: int) -> None:
         b, m, block_d = self.batch, self.block_m, self.block_d

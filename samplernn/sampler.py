@@ -15,9 +15,9 @@ once into the next steps' inputs. Four backends run the same arithmetic:
   times lower than PyTorch's for these vector-sized operations. Used for
   float64 models and where no C compiler works.
 - triton (CUDA, float32 models, the default there): the frame tiers as torch
-  operations, the sample-level MLP as three or four Triton kernels per sample
-  (kernels.py) in float32 or bfloat16 weights (`precision`); CUDA graphs replay
-  many top frames at a time. Without a GPU the kernels run in Triton's
+  operations, the sample-level MLP as four Triton kernels per sample, or one per
+  bottom frame (`persistent`), (kernels.py) in float32 or bfloat16 weights
+  (`precision`); CUDA graphs replay many top frames at a time. Without a GPU the kernels run in Triton's
   interpreter (for the tests).
 - torch (CUDA): the Python loop on torch tensors, all state in preallocated
   device tensors; one graph replay per top frame.
@@ -44,6 +44,7 @@ from .quantize import silence_code
 BACKENDS = ("native", "numpy", "torch", "triton")
 PRECISIONS = ("fp32", "bf16")  # the triton backend's sample-level weights
 PRIME_CHUNK = 1 << 16  # prime samples run through the frame tiers at a time
+PERSISTENT_MAX_STREAMS = 8  # the triton backend's persistent kernel: one block of rows
 
 
 def default_backend(device: torch.device, dtype: torch.dtype) -> str:
@@ -118,13 +119,16 @@ class Sampler:
         CUDA): one frame per replay for torch, `graph_samples` for triton.
     precision: the triton backend's sample-level weights, "fp32" or "bf16" (float32
         accumulation and logits either way).
+    persistent: the triton backend's sample level as one kernel per bottom frame, with a
+        grid-wide barrier between layers, instead of four kernels per sample (up to 8
+        streams).
     """
 
     def __init__(self, model: SampleRNN, batch_size: int, temperature: float = 1.0,
                  seed: int | None = None, prime: torch.Tensor | None = None,
                  backend: str | None = None, threads: int | None = None,
                  cuda_graph: bool | None = None, precision: str = "fp32",
-                 graph_samples: int = 512):
+                 graph_samples: int = 512, persistent: bool = False):
         if temperature < 0:
             raise ConfigError(f"temperature={temperature} must be >= 0 (0 means greedy)")
         device = next(model.parameters()).device
@@ -138,6 +142,13 @@ class Sampler:
             raise ConfigError(f"precision={precision!r} is for the triton backend (CUDA); "
                               f"backend={self.backend!r} computes in the model's {self.dtype}: "
                               "drop precision= or generate on a GPU")
+        if persistent and self.backend != "triton":
+            raise ConfigError(f"persistent=true is the triton backend's (CUDA); this is "
+                              f"backend={self.backend!r}: drop persistent= or generate on a GPU")
+        if persistent and batch_size > PERSISTENT_MAX_STREAMS:
+            raise ConfigError(f"persistent=true runs up to {PERSISTENT_MAX_STREAMS} streams at "
+                              f"once, not {batch_size}: give batch_size <= "
+                              f"{PERSISTENT_MAX_STREAMS} or drop persistent=")
         lib = None
         if self.backend in ("native", "triton") and self.dtype != torch.float32:
             raise ConfigError(f"backend={self.backend!r} runs float32 models; this one is "
@@ -181,7 +192,7 @@ class Sampler:
         self.cuda_graph = on_cuda if cuda_graph is None else cuda_graph
         lb = self.lookback
         self.graph_samples = max(lb, graph_samples // lb * lb)  # whole top frames per replay
-        self.precision = precision
+        self.precision, self.persistent = precision, persistent
         if self.backend == "triton":
             self._use_triton(precision, fallback=backend is None)
         else:
@@ -213,7 +224,8 @@ class Sampler:
         takes over with a warning if the backend was the default choice."""
         from . import kernels
         self.fused = kernels.SampleLevel(self.w, self.batch_size, self.device, precision,
-                                         int(self.rng.integers(2**62)), self.temperature)
+                                         int(self.rng.integers(2**62)), self.temperature,
+                                         self.persistent)
         self._gates = lambda x, w: torch.matmul(x.to(w.dtype), w)  # noqa: E731
         self._recurrent_cell = kernels.recurrent_cell
         if precision == "bf16":
@@ -228,6 +240,7 @@ class Sampler:
         hist = self.history.repeat(2, 1)
         try:
             self._undone(lambda: self._run_triton(hist, lb))
+            self.fused.check()
         except Exception as e:  # a GPU or driver Triton cannot compile for, no C compiler, ...
             if not fallback:
                 raise
@@ -235,7 +248,7 @@ class Sampler:
             warnings.warn(f"the Triton generation kernels do not run here "
                           f"({type(e).__name__}: {last_line}); "
                           "generating with the slower torch backend in float32", stacklevel=3)
-            self.backend, self.fused, self.precision = "torch", None, "fp32"
+            self.backend, self.fused, self.precision, self.persistent = "torch", None, "fp32", False
             self.w, self._matmul = _Weights(self.model, lambda x: x.detach()), torch.matmul
             self._use_lookup_sums()
 
@@ -394,10 +407,7 @@ class Sampler:
         conds = [None] * len(self.w.tiers)
         for t in range(0, n, fs0):
             self._step_tiers(hist, t, conds)
-            cond0 = conds[0].contiguous()
-            for j in range(fs0):
-                self.fused.step(hist, lb + t + j, j, cond0, t + j)
-            self.fused.finish(hist, lb + t + fs0)
+            self.fused.frame(hist, lb + t, conds[0].contiguous(), t)
 
     def _run_native(self, hist: np.ndarray, n: int) -> None:
         """The same steps in native.c, which draws each code by the inverse CDF from one
@@ -492,6 +502,8 @@ class Sampler:
                 self._run_triton(hist, n_frames)
             else:
                 self._run_python(hist, n_frames)
+            if self.fused is not None:
+                self.fused.check()
             self.history = hist[n_frames:].copy() if self.xp is np else hist[n_frames:].clone()
             self.steps += n_frames
             done += n
@@ -505,7 +517,7 @@ class Sampler:
 def generate(model: SampleRNN, num_samples: int, length: int, temperature: float = 1.0,
              prime: torch.Tensor | None = None, seed: int | None = None,
              backend: str | None = None, threads: int | None = None,
-             precision: str = "fp32") -> torch.Tensor:
+             precision: str = "fp32", persistent: bool = False) -> torch.Tensor:
     """Sample `num_samples` streams of `length` new codes -> LongTensor [num_samples, length].
 
     Starts from the model's initial state and `lookback` samples of silence, or
@@ -517,7 +529,7 @@ def generate(model: SampleRNN, num_samples: int, length: int, temperature: float
     try:
         with torch.inference_mode():
             sampler = Sampler(model, num_samples, temperature, seed, prime, backend, threads,
-                              precision=precision)
+                              precision=precision, persistent=persistent)
             blocks = list(sampler.stream(length))
     finally:
         model.train(was_training)

@@ -123,6 +123,7 @@ class GenerateConfig:
     backend: Optional[str] = None
     precision: str = "fp32"
     graph_samples: int = 512
+    persistent: bool = False
     threads: Optional[int] = None
 
 
@@ -160,6 +161,7 @@ class BenchmarkConfig:
     backend: Optional[str] = None
     cuda_graph: Optional[bool] = None
     graph_samples: int = 512
+    persistent: bool = False
     sample_rate: int = 16000
     seed: int = 0
     out: Optional[str] = None

@@ -5,7 +5,8 @@
 #
 #   tests   the sampler tests on the GPU: compiled Triton kernels, CUDA graphs, bf16
 #   gen     generation samples/s against batch size (1 to 4096), fp32 and bf16 weights, the
-#           triton backend and the torch one at batch 1, paper two_tier and three_tier
+#           triton backend (also persistent=true at batch 1 and 8) and the torch one at
+#           batch 1, paper two_tier and three_tier
 #   train   training samples/s and peak memory, batch 128 x 1024, fp32/bf16 x compile,
 #           paper two_tier, three_tier and the older port's config
 #   speech  three_tier on ../shared/data/speech_en_allison for 8 minutes (bf16)
@@ -31,6 +32,10 @@ for section in "${sections[@]}"; do
         for precision in fp32 bf16; do
           bench model=$model precision=$precision train_steps=0 gen_seconds=0.5 repeats=3 \
             batch_sizes=[1,16,64,256,1024,4096]
+        done
+        for precision in fp32 bf16; do  # one kernel per bottom frame, against the rows above
+          bench model=$model precision=$precision persistent=true train_steps=0 \
+            gen_seconds=0.5 repeats=3 batch_sizes=[1,8]
         done
         bench model=$model backend=torch train_steps=0 gen_seconds=0.25 repeats=3 batch_sizes=[1]
       done

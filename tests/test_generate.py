@@ -4,10 +4,12 @@ import json
 
 import pytest
 import soundfile as sf
+import torch
 from hydra import compose, initialize_config_dir
 
 import samplernn.evaluate
 import samplernn.generation
+from samplernn import kernels
 from samplernn.audio import write_wav
 from samplernn.train import run as train
 
@@ -102,6 +104,11 @@ def test_bad_checkpoint_and_temperature_are_clear(trained, tmp_path):
     with pytest.raises(ValueError, match="temperature"):
         samplernn.generation.run(compose_cfg(
             "generate", f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}", "temperature=-1"))
+    with pytest.raises(ValueError, match="persistent=true generates up to 8 streams"):
+        samplernn.generation.run(compose_cfg(
+            "generate", f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}", "num_samples=20",
+            "persistent=true", f"out_dir={tmp_path / 'out'}"))
+    assert not (tmp_path / "out").exists()
 
 
 def test_benchmark_prints_one_json_line_per_case(capsys):
@@ -117,6 +124,19 @@ def test_benchmark_prints_one_json_line_per_case(capsys):
             assert row[key] is not None
         assert row["gen_samples_per_s_total"] == pytest.approx(
             row["gen_samples_per_s_per_stream"] * row["batch_size"])
+
+
+@pytest.mark.skipif(kernels.triton is None, reason="Triton is not installed")
+def test_benchmark_measures_the_triton_persistent_kernel(capsys):
+    """backend=triton persistent=true: on the CPU in Triton's interpreter (conftest.py)."""
+    import samplernn.benchmark
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg = compose_cfg("benchmark", "model=tiny", f"device={device}", "batch_sizes=[2]",
+                      "train_steps=0", "gen_seconds=0.002", "repeats=1", "backend=triton",
+                      "persistent=true", "graph_samples=16")
+    (row,) = samplernn.benchmark.run(cfg)
+    assert row["gen_backend"] == "triton" and row["gen_persistent"] is True
+    assert row["gen_samples_per_s_per_stream"] > 0
 
 
 def test_benchmark_measures_training_alone_per_precision_and_compile(capsys):

@@ -364,6 +364,54 @@ def test_triton_bf16_samples_follow_the_model():
 
 
 @pytest.mark.skipif(not TRITON, reason="Triton is not installed")
+@pytest.mark.parametrize("tiers, batch, precision", [(2, 1, "fp32"), (3, 5, "bf16"),
+                                                     (4, 8, "fp32")])
+def test_the_persistent_kernel_steps_as_the_per_layer_kernels(tiers, batch, precision):
+    """persistent=True: one kernel per bottom frame with grid barriers between layers.
+    Greedy equals the teacher-forced argmax (fp32); sampled codes are those of the
+    per-layer kernels for the same seed: bit for bit in the interpreter, where both sum in
+    the same order; on a GPU they sum in other orders, so there the randomised PIT of
+    test_sampled_codes_follow_the_model_at_every_position instead (8 streams x 64 frames)."""
+    from samplernn.sampler import Sampler
+    model = tiny(FRAME_SIZES[tiers], "gru", skip=tiers == 3).float()
+    lb = model.lookback
+    if precision == "fp32":
+        out = generate(model, batch, 4 * lb, temperature=0, backend="triton", persistent=True)
+        silence = torch.full((batch, lb), silence_code("linear", 64), device=DEVICE)
+        assert torch.equal(out, teacher_forced_argmax(model, torch.cat([silence, out], 1),
+                                                      "triton"))
+    if DEVICE.type == "cpu":
+        with torch.inference_mode():
+            codes = [torch.cat(list(Sampler(model, batch, 1.0, seed=7, backend="triton",
+                                            precision=precision, persistent=persistent)
+                                    .stream(3 * lb, block_size=2 * lb)), 1)
+                     for persistent in (False, True)]
+        assert torch.equal(*codes) and codes[0].unique().numel() > 1
+    else:
+        codes = generate(model, 8, 64 * 16, temperature=0.8, seed=3, backend="triton",
+                         precision=precision, persistent=True)
+        assert pit_chi2(model, codes, 0.8, "triton") < 60
+        assert pit_chi2(model, codes, 1.6, "triton") > 300
+
+
+@pytest.mark.skipif(DEVICE.type != "cpu" or not TRITON,
+                    reason="the interpreter runs a grid's programs one after another")
+def test_a_persistent_grid_whose_programs_cannot_all_run_fails_instead_of_hanging():
+    """Grid barriers wait for every program; programs that never run together (here the
+    interpreter's, one after another; on a GPU, SMs held by another process) make each
+    barrier give up after spin_limit polls, and the block raises a clear error."""
+    from samplernn.sampler import Sampler
+    model = tiny([2, 8]).float()
+    with torch.inference_mode():
+        sampler = Sampler(model, 2, 1.0, seed=1, backend="triton", persistent=True)
+        sampler.fused.size_persistent(2)
+        sampler.fused.spin_limit = 4
+        assert sampler.fused.programs == 2
+        with pytest.raises(RuntimeError, match="did not all run at once.*persistent=false"):
+            list(sampler.stream(2 * model.lookback))
+
+
+@pytest.mark.skipif(not TRITON, reason="Triton is not installed")
 def test_where_the_triton_kernels_fail_the_default_falls_back_with_a_warning(monkeypatch):
     """A GPU Triton cannot compile for, or no C compiler for its launcher: the default
     choice warns once and generates with the torch loop; an explicit backend=triton fails."""
@@ -388,12 +436,16 @@ def test_where_the_triton_kernels_fail_the_default_falls_back_with_a_warning(mon
             sampler_module.Sampler(model, 2, 1.0, seed=4, backend="triton")
 
 
-def test_precision_is_the_triton_backends_and_checked():
+def test_precision_and_persistent_are_the_triton_backends_and_checked():
     model = tiny([2, 8]).float()
     with pytest.raises(ValueError, match="precision='fp16'"):
         generate(model, 1, 8, precision="fp16")
     with pytest.raises(ValueError, match="precision='bf16' is for the triton backend"):
         generate(model, 1, 8, precision="bf16", backend="numpy")
+    with pytest.raises(ValueError, match="persistent=true is the triton backend's"):
+        generate(model, 1, 8, backend="numpy", persistent=True)
+    with pytest.raises(ValueError, match="persistent=true runs up to 8 streams at once, not 9"):
+        generate(model, 9, 8, backend="triton", persistent=True)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
@@ -451,8 +503,8 @@ def build(fn, signature, constexprs, target, config=None):
     signature = {**signature, **{name: "constexpr" for name in constexprs}}
     options = {} if config is None else dict(num_warps=config.num_warps,
                                               num_stages=config.num_stages)
-    triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs), target=target,
-                   options=options)
+    return triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs),
+                          target=target, options=options)
 
 for capability in map(int, sys.argv[1:]):
     target = GPUTarget("cuda", capability, 32)
@@ -479,6 +531,21 @@ for capability in map(int, sys.argv[1:]):
             build(K._recurrent_cell, {"gi": f"*{dt}", "b_ih": "*fp32", "gh": f"*{dt}",
                                       "b_hh": "*fp32", "h": "*fp32", "c": "*fp32", "n_rows": "i32"},
                   dict(D=1024, LSTM=lstm, BLOCK_M=16, BLOCK_D=256), target)
+    # the persistent kernel: one stream (fp32) and 8 (bf16); its grid barrier must be a
+    # release add by one thread per program, volatile polls and an acquire load
+    for dt, block_m in (("fp32", 1), ("bf16", 8)):
+        ptx = build(K._sample_frame, {
+            "hist": "*i64", "p0": "i32", "n_rows": "i32", "cond": "*fp32", "lut": f"*{dt}",
+            "w1": f"*{dt}", "b1": "*fp32", "w2": f"*{dt}", "b2": "*fp32", "w_out": f"*{dt}",
+            "b_out": "*fp32", "xa": f"*{dt}", "xb": f"*{dt}", "logits": "*fp32", "seed": "i64",
+            "step": "*i64", "t0": "i32", "temperature": "fp32", "sync": "*i64",
+            "spin_limit": "i32", "failed": "*i32"},
+            dict(FS0=16, DIM=1024, Q=256, RELU=block_m == 1, NOISE=True, BLOCK_M=block_m,
+                 BLOCK_D=8, BLOCK_N=2, BLOCK_K=4096 // (8 * block_m), BLOCK_Q=256),
+            target).asm["ptx"]
+        for instruction in ("atom.global.gpu.release.add.u64", "ld.volatile.global.b64",
+                            "ld.global.gpu.acquire.b64"):
+            assert instruction in ptx, instruction
     for block_m in (1, 16):
         build(K._pick_kernel, {"hist": "*i64", "p": "i32", "n_rows": "i32", "logits": "*fp32"},
               dict(Q=256, BLOCK_M=block_m, BLOCK_Q=256), target)
@@ -489,13 +556,17 @@ print("compiled")
 @pytest.mark.skipif(kernels.triton is None, reason="Triton is not installed")
 def test_the_triton_kernels_compile_for_ampere_and_hopper_gpus(tmp_path):
     """Without a GPU: Triton compiles every kernel variant the sampler launches (float32
-    and bf16, every tile configuration the autotuner may pick, GRU and LSTM) down to machine code for sm_80 (A100) and
+    and bf16, every tile configuration the autotuner may pick, GRU and LSTM, the persistent
+    kernel and its grid barrier's instructions) down to machine code for sm_80 (A100) and
     sm_90 (H100/H200), with its own ptxas, so a kernel that would not build on a GPU fails
     here and not on a user's cluster."""
     import subprocess
     import sys
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_CACHE_DIR"] = str(tmp_path)  # really compiled, not read from a cache
-    result = subprocess.run([sys.executable, "-c", COMPILE_FOR_GPUS, "80", "90"], env=env,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0 and "compiled" in result.stdout, result.stderr[-3000:]
+    builds = [subprocess.Popen([sys.executable, "-c", COMPILE_FOR_GPUS, capability], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for capability in ("80", "90")]  # side by side: one core each
+    for build in builds:
+        out, err = build.communicate(timeout=600)
+        assert build.returncode == 0 and "compiled" in out, err[-3000:]
