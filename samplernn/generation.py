@@ -97,8 +97,7 @@ def run(cfg: DictConfig) -> list[Path]:
         prime = load_prime(cfg.prime, cfg.prime_seconds, rate, mc.q_type, mc.q_levels)
     length = int(round(cfg.seconds * rate))
     block = max(model.lookback, int(cfg.block_seconds * rate) // model.lookback * model.lookback)
-    out_dir = _out_dir(cfg)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = _out_dir(cfg)  # made when the first sampler is built: a bad option leaves none
     written = []
     try:
         with abort_on_signals():  # SIGTERM & co. unwind like Ctrl-C: no .partial file stays
@@ -123,11 +122,12 @@ def _generate(cfg, model, info, device, temps, prime, length, block, rate, out_d
             paths = [out_dir / f"t{temp:g}_{first + k:03d}.wav" for k in range(n)]
             t0 = time.perf_counter()
             with contextlib.ExitStack() as stack, torch.inference_mode():
-                writers = [stack.enter_context(WavStreamWriter(p, rate)) for p in paths]
                 sampler = Sampler(model, n, temp, seed=seed, prime=prime,
                                   backend=cfg.get("backend"), threads=cfg.get("threads"),
                                   precision=cfg.precision, graph_samples=cfg.graph_samples,
                                   persistent=cfg.persistent)
+                out_dir.mkdir(parents=True, exist_ok=True)
+                writers = [stack.enter_context(WavStreamWriter(p, rate)) for p in paths]
                 for codes in sampler.stream(length, block):
                     wav = dequantize(codes.cpu(), mc.q_type, mc.q_levels).numpy()
                     for writer, row in zip(writers, wav):

@@ -382,6 +382,7 @@ class SampleLevel:
         m, widest = _pow2(self.batch), 1 << 20  # triton's numel cap
         self.block_d = max(2, _pow2(triton.cdiv(self.dim, programs)))
         self.programs = triton.cdiv(self.dim, self.block_d)
+        self.sync.zero_()  # the barriers' arrivals count in whole grids of this size
         self.block_n = max(2, _pow2(triton.cdiv(self.q, self.programs)))
         if interpreted():  # as _linear's whole-tile interpreter path: the same sums
             self.block_d, self.block_n = max(16, self.block_d), max(16, self.block_n)

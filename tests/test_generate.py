@@ -108,7 +108,11 @@ def test_bad_checkpoint_and_temperature_are_clear(trained, tmp_path):
         samplernn.generation.run(compose_cfg(
             "generate", f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}", "num_samples=20",
             "persistent=true", f"out_dir={tmp_path / 'out'}"))
-    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="persistent=true is the triton backend's"):
+        samplernn.generation.run(compose_cfg(
+            "generate", f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}", "device=cpu",
+            "persistent=true", f"out_dir={tmp_path / 'out'}"))
+    assert not (tmp_path / "out").exists()  # nothing made for a run that could not start
 
 
 def test_benchmark_prints_one_json_line_per_case(capsys):
