@@ -26,6 +26,8 @@ tensors in Triton's interpreter (slowly: the tests do so on machines without a G
 
 import torch
 
+from .errors import Unavailable
+
 try:
     import triton
     import triton.language as tl
@@ -373,8 +375,8 @@ class SampleLevel:
             self.spin_limit = 1 << 22  # polls of a grid barrier: seconds, then give up
             # one program per SM at most, so that all are resident at once; the
             # interpreter runs programs one after another, so there only one
-            sms = 1 if interpreted() else torch.cuda.get_device_properties(device).multi_processor_count
-            self.size_persistent(sms)
+            self.size_persistent(1 if interpreted() else
+                                 torch.cuda.get_device_properties(device).multi_processor_count)
 
     def size_persistent(self, programs: int) -> None:
         """The persistent kernel's tiles for at most `programs` programs: each takes
@@ -382,7 +384,6 @@ class SampleLevel:
         m, widest = _pow2(self.batch), 1 << 20  # triton's numel cap
         self.block_d = max(2, _pow2(triton.cdiv(self.dim, programs)))
         self.programs = triton.cdiv(self.dim, self.block_d)
-        self.sync.zero_()  # the barriers' arrivals count in whole grids of this size
         self.block_n = max(2, _pow2(triton.cdiv(self.q, self.programs)))
         if interpreted():  # as _linear's whole-tile interpreter path: the same sums
             self.block_d, self.block_n = max(16, self.block_d), max(16, self.block_n)
@@ -390,6 +391,7 @@ class SampleLevel:
             widest = 4096  # a few registers per thread for the [rows, depth, columns] products
         self.block_k = max(1, min(max(16, _pow2(self.dim)),
                                   widest // (m * max(self.block_d, self.block_n))))
+        self.sync.zero_()  # the barriers' arrivals count in whole grids of this size
 
     def frame(self, hist: torch.Tensor, p0: int, cond0: torch.Tensor, t0: int) -> None:
         """The codes of one bottom frame, hist[p0 .. p0 + fs0 - 1], from its conditioning
@@ -413,7 +415,7 @@ class SampleLevel:
         programs were not all running at once, e.g. another process held SMs); waits
         for the GPU."""
         if self.persistent and self.failed.item():
-            raise RuntimeError("the persistent generation kernel's programs did not all run at "
+            raise Unavailable("the persistent generation kernel's programs did not all run at "
                                "once on the GPU (another process holding SMs?); generate with "
                                "persistent=false")
 

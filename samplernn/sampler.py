@@ -15,10 +15,10 @@ once into the next steps' inputs. Four backends run the same arithmetic:
   times lower than PyTorch's for these vector-sized operations. Used for
   float64 models and where no C compiler works.
 - triton (CUDA, float32 models, the default there): the frame tiers as torch
-  operations, the sample-level MLP as four Triton kernels per sample, or one per
-  bottom frame (`persistent`), (kernels.py) in float32 or bfloat16 weights
-  (`precision`); CUDA graphs replay many top frames at a time. Without a GPU the kernels run in Triton's
-  interpreter (for the tests).
+  operations, the sample-level MLP as four Triton kernels per sample or one per
+  bottom frame (`persistent`) (kernels.py), in float32 or bfloat16 weights
+  (`precision`); CUDA graphs replay many top frames at a time. Without a GPU the
+  kernels run in Triton's interpreter (for the tests).
 - torch (CUDA): the Python loop on torch tensors, all state in preallocated
   device tensors; one graph replay per top frame.
 
