@@ -70,6 +70,31 @@ if triton is not None:
                          cache_modifier=CACHE)
         return tl.argmax(values, axis=1).to(tl.int64)
 
+    @triton.jit
+    def _window_sum(hist, p, n_rows, rows, row_ok, code, cond, j, lut, cols, ok,
+                    FS0: tl.constexpr, DIM: tl.constexpr, CACHE: tl.constexpr):
+        """The first layer's input [BLOCK_M, len(cols)] float32 for the step at hist[p]:
+        cond [B, FS0, dim] at row j + sum_k lut [q, FS0, dim] at (hist[p-1-k], k), where
+        `code` is hist[p-1] (given: it may still be in the logits)."""
+        acc = tl.load(cond + rows[:, None] * (FS0 * DIM) + j * DIM + cols[None, :], mask=ok,
+                      other=0.0).to(tl.float32)
+        acc += tl.load(lut + code[:, None] * (FS0 * DIM) + cols[None, :], mask=ok,
+                       other=0.0).to(tl.float32)
+        for k in tl.static_range(1, FS0):
+            code = tl.load(hist + (p - 1 - k) * n_rows + rows, mask=row_ok, other=0,
+                           cache_modifier=CACHE)
+            acc += tl.load(lut + code[:, None] * (FS0 * DIM) + k * DIM + cols[None, :], mask=ok,
+                           other=0.0).to(tl.float32)
+        return acc
+
+    @triton.jit
+    def _gumbel(seed, step, t, n_rows, rows, cols, N: tl.constexpr):
+        """Gumbel noise [BLOCK_M, BLOCK_N] of absolute step step[0] + t, keyed by (seed, step,
+        stream, code): the same for a seed however the steps are blocked or launched."""
+        index = ((tl.load(step) + t) * n_rows + rows[:, None]).to(tl.int64) * N + cols[None, :]
+        u = tl.rand(seed, index)  # [0, 1): u = 0 gives -inf, a code never picked
+        return -tl.log(-tl.log(u))
+
     @triton.jit(do_not_specialize=["p"])  # one compiled kernel for every step
     def _pick_kernel(hist, p, n_rows, logits, Q: tl.constexpr, BLOCK_M: tl.constexpr,
                      BLOCK_Q: tl.constexpr):
@@ -97,14 +122,8 @@ if triton is not None:
                 tl.store(hist + (p - 1) * n_rows + rows, code, mask=row_ok)
         else:
             code = tl.load(hist + (p - 1) * n_rows + rows, mask=row_ok, other=0)
-        acc = tl.load(cond + rows[:, None] * (FS0 * DIM) + j * DIM + cols[None, :], mask=ok,
-                      other=0.0).to(tl.float32)
-        acc += tl.load(lut + code[:, None] * (FS0 * DIM) + cols[None, :], mask=ok,
-                       other=0.0).to(tl.float32)
-        for k in tl.static_range(1, FS0):
-            code = tl.load(hist + (p - 1 - k) * n_rows + rows, mask=row_ok, other=0)
-            acc += tl.load(lut + code[:, None] * (FS0 * DIM) + k * DIM + cols[None, :], mask=ok,
-                           other=0.0).to(tl.float32)
+        acc = _window_sum(hist, p, n_rows, rows, row_ok, code, cond, j, lut, cols, ok, FS0, DIM,
+                          "")
         if RELU:
             acc = tl.maximum(acc, 0.0)
         tl.store(x + rows[:, None] * DIM + cols[None, :], acc.to(x.dtype.element_ty), mask=ok)
@@ -155,9 +174,7 @@ if triton is not None:
         if RELU:
             acc = tl.maximum(acc, 0.0)
         if NOISE:
-            index = ((tl.load(step) + t) * n_rows + rows[:, None]).to(tl.int64) * N + cols[None, :]
-            u = tl.rand(seed, index)  # [0, 1): u = 0 gives -inf, a code never picked
-            acc += temperature * -tl.log(-tl.log(u))
+            acc += temperature * _gumbel(seed, step, t, n_rows, rows, cols, N)
         ok = row_ok[:, None] & col_ok[None, :]
         tl.store(y + rows[:, None] * N + cols[None, :], acc.to(y.dtype.element_ty), mask=ok)
 
@@ -246,8 +263,8 @@ if triton is not None:
                       BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                       BLOCK_Q: tl.constexpr):
         """The FS0 steps of a bottom frame (codes at hist[p0 .. p0 + FS0 - 1]) in one launch:
-        per step, the first layer (as _first_layer), the two hidden layers and the output
-        layer (as _linear), each program computing its own columns of every layer (BLOCK_D
+        per step, the first layer (_window_sum, as _first_layer), the two hidden layers and
+        the output layer (as _linear, with its _gumbel noise), each program computing its own columns of every layer (BLOCK_D
         of dim, BLOCK_N of q) for all rows, with a grid-wide barrier after each layer. The
         grid must fit on the GPU at once (at most one program per SM). The last code is
         picked at the end, so a frame tier can read the whole frame at once."""
@@ -271,15 +288,8 @@ if triton is not None:
                 code = _pick(logits, rows, row_ok, Q, BLOCK_Q, ".cg")
                 if pid == 0:
                     tl.store(hist + (p - 1) * n_rows + rows, code, mask=row_ok)
-            acc = tl.load(cond + rows[:, None] * (FS0 * DIM) + j * DIM + cols[None, :], mask=ok,
-                          other=0.0).to(tl.float32)
-            acc += tl.load(lut + code[:, None] * (FS0 * DIM) + cols[None, :], mask=ok,
-                           other=0.0).to(tl.float32)
-            for k in tl.static_range(1, FS0):
-                code = tl.load(hist + (p - 1 - k) * n_rows + rows, mask=row_ok, other=0,
-                               cache_modifier=".cg")
-                acc += tl.load(lut + code[:, None] * (FS0 * DIM) + k * DIM + cols[None, :],
-                               mask=ok, other=0.0).to(tl.float32)
+            acc = _window_sum(hist, p, n_rows, rows, row_ok, code, cond, j, lut, cols, ok, FS0,
+                              DIM, ".cg")
             if RELU:
                 acc = tl.maximum(acc, 0.0)
             tl.store(xa + rows[:, None] * DIM + cols[None, :], acc.to(xa.dtype.element_ty), mask=ok)
@@ -297,10 +307,8 @@ if triton is not None:
             _grid_sync(sync, target, spin_limit, failed)
             out = _columns(xa, w_out, b_out, rows, row_ok, qs, q_ok, DIM, Q, BLOCK_M, BLOCK_N,
                            BLOCK_K)
-            if NOISE:  # as _linear's: the same seed gives the same codes on either path
-                index = ((tl.load(step) + t0 + j) * n_rows + rows[:, None]).to(tl.int64) * Q \
-                    + qs[None, :]
-                out += temperature * -tl.log(-tl.log(tl.rand(seed, index)))
+            if NOISE:  # _linear's: the same seed gives the same codes on either path
+                out += temperature * _gumbel(seed, step, t0 + j, n_rows, rows, qs, Q)
             tl.store(logits + rows[:, None] * Q + qs[None, :], out,
                      mask=row_ok[:, None] & q_ok[None, :])
             target += programs
@@ -379,18 +387,19 @@ class SampleLevel:
                                  torch.cuda.get_device_properties(device).multi_processor_count)
 
     def size_persistent(self, programs: int) -> None:
-        """The persistent kernel's tiles for at most `programs` programs: each takes
-        block_d of the dim columns of every hidden layer and block_n of the q output ones."""
+        """The persistent kernel's grid (self.programs, at most `programs`) and tiles
+        (self.frame_blocks): each program takes BLOCK_D of the dim columns of every hidden
+        layer and BLOCK_N of the q output ones."""
         m, widest = _pow2(self.batch), 1 << 20  # triton's numel cap
-        self.block_d = max(2, _pow2(triton.cdiv(self.dim, programs)))
-        self.programs = triton.cdiv(self.dim, self.block_d)
-        self.block_n = max(2, _pow2(triton.cdiv(self.q, self.programs)))
+        block_d = max(2, _pow2(triton.cdiv(self.dim, programs)))
+        self.programs = triton.cdiv(self.dim, block_d)
+        block_n = max(2, _pow2(triton.cdiv(self.q, self.programs)))
         if interpreted():  # as _linear's whole-tile interpreter path: the same sums
-            self.block_d, self.block_n = max(16, self.block_d), max(16, self.block_n)
+            block_d, block_n = max(16, block_d), max(16, block_n)
         else:
             widest = 4096  # a few registers per thread for the [rows, depth, columns] products
-        self.block_k = max(1, min(max(16, _pow2(self.dim)),
-                                  widest // (m * max(self.block_d, self.block_n))))
+        block_k = max(1, min(max(16, _pow2(self.dim)), widest // (m * max(block_d, block_n))))
+        self.frame_blocks = dict(BLOCK_M=m, BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_K=block_k)
         self.sync.zero_()  # the barriers' arrivals count in whole grids of this size
 
     def frame(self, hist: torch.Tensor, p0: int, cond0: torch.Tensor, t0: int) -> None:
@@ -406,9 +415,8 @@ class SampleLevel:
             hist, p0, self.batch, cond0, self.lut, w1, b1, w2, b2, self.w_out, self.b_out,
             self.x[0], self.x[1], self.logits, self.seed, self.step0, t0, self.temperature,
             self.sync, self.spin_limit, self.failed, FS0=self.fs0, DIM=self.dim, Q=self.q,
-            RELU=self.first_relu, NOISE=self.temperature > 0, BLOCK_M=_pow2(self.batch),
-            BLOCK_D=self.block_d, BLOCK_N=self.block_n, BLOCK_K=self.block_k,
-            BLOCK_Q=self.block_q)
+            RELU=self.first_relu, NOISE=self.temperature > 0, BLOCK_Q=self.block_q,
+            **self.frame_blocks)
 
     def check(self) -> None:
         """Raise if a grid barrier of the persistent kernel gave up since the start (its
