@@ -1,8 +1,7 @@
 """Shared fixtures: a tiny prepared dataset and composed training configs."""
 
-from pathlib import Path
-
 import os
+from pathlib import Path
 
 import pytest
 import torch
