@@ -67,7 +67,7 @@ def gen_speed(model: SampleRNN, batch_size: int, length: int, device: torch.devi
     speeds = []
     with torch.inference_mode():
         warm = Sampler(model, batch_size, 1.0, seed=0, **options)
-        list(warm.stream(warm.graph_samples + model.lookback))
+        list(warm.stream(warm.engine.graph_samples + model.lookback))
         for repeat in range(repeats):
             sampler = Sampler(model, batch_size, 1.0, seed=1 + repeat, **options)
             _sync(device)
@@ -120,9 +120,10 @@ def run(cfg: DictConfig) -> list[dict]:
         per_stream = speeds[len(speeds) // 2]  # the median repeat
         row.update(gen_backend=sampler.backend, gen_precision=sampler.precision,
                    gen_persistent=sampler.persistent,
-                   gen_threads=sampler.kernel.threads if sampler.kernel else row["threads"],
-                   gen_cuda_graph=sampler.cuda_graph,
-                   gen_graph_samples=sampler.graph_samples if sampler.cuda_graph else None,
+                   gen_threads=sampler.engine.threads or row["threads"],
+                   gen_cuda_graph=sampler.engine.cuda_graph,
+                   gen_graph_samples=sampler.engine.graph_samples if sampler.engine.cuda_graph
+                   else None,
                    gen_samples_per_s_per_stream=per_stream,
                    gen_samples_per_s_per_stream_best=speeds[-1], gen_repeats=len(speeds),
                    gen_samples_per_s_total=per_stream * batch_size,

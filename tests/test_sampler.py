@@ -306,18 +306,18 @@ def test_graph_replays_equal_the_plain_loop(temperature, backend, monkeypatch):
     On a GPU the graphs are real; on the CPU each body runs eagerly in its place."""
     from types import SimpleNamespace
 
-    from samplernn.sampler import Sampler
+    from samplernn.sampler import Sampler, graphs
     model = tiny([2, 8], "lstm", skip=True).float()
     if DEVICE.type == "cpu":
-        monkeypatch.setattr(Sampler, "_record", lambda self, body: SimpleNamespace(replay=body))
+        monkeypatch.setattr(graphs, "record", lambda backend, body: SimpleNamespace(replay=body))
     with torch.inference_mode():
         plain = Sampler(model, 3, temperature, seed=5, backend=backend, cuda_graph=False)
         graphed = Sampler(model, 3, temperature, seed=5, backend=backend, graph_samples=16)
-        graphed.cuda_graph = True
+        graphed.engine.cuda_graph = True
         a = torch.cat(list(plain.stream(72, block_size=32)), 1)
         b = torch.cat(list(graphed.stream(72, block_size=32)), 1)
     assert torch.equal(a, b)
-    assert sorted(graphed._graphs) == ([8] if backend == "torch" else [8, 16])
+    assert sorted(graphed.engine.graphs) == ([8] if backend == "torch" else [8, 16])
 
 
 @pytest.mark.skipif(not TRITON, reason="Triton is not installed")
@@ -404,9 +404,9 @@ def test_a_persistent_grid_whose_programs_cannot_all_run_fails_instead_of_hangin
     model = tiny([2, 8]).float()
     with torch.inference_mode():
         sampler = Sampler(model, 2, 1.0, seed=1, backend="triton", persistent=True)
-        sampler.fused.size_persistent(2)
-        sampler.fused.spin_limit = 4
-        assert sampler.fused.programs == 2
+        sampler.engine.fused.size_persistent(2)
+        sampler.engine.fused.spin_limit = 4
+        assert sampler.engine.fused.programs == 2
         with pytest.raises(RuntimeError, match="did not all run at once.*persistent=false"):
             list(sampler.stream(2 * model.lookback))
 
@@ -455,7 +455,7 @@ def test_gumbel_noise_has_no_spikes(backend):
     exactly 0 about once in 2^23 draws: 50 million draws catch that 99.7% of the time)."""
     from samplernn.sampler import Sampler
     sampler = Sampler(tiny([2, 8]).float(), 64, 1.0, seed=0, backend=backend)
-    top = max(float(sampler._noise_chunk(4096).max()) for _ in range(3))  # 3 x 16.8M draws
+    top = max(float(sampler.engine.gumbel(4096).max()) for _ in range(3))  # 3 x 16.8M draws
     assert top < 30, top
 
 
@@ -483,7 +483,7 @@ def test_native_greedy_runs_past_one_chunk_of_random_numbers():
     model = tiny([2, 8]).float()
     with torch.inference_mode():
         sampler = Sampler(model, 2, 0.0)
-        length = 2 * sampler._noise_chunk_steps + 8
+        length = 2 * sampler.engine.random.chunk_steps + 8
         out = torch.cat(list(sampler.stream(length)), 1)
     assert out.shape == (2, length)
     assert torch.equal(out, generate(model, 2, length, temperature=0, backend="numpy"))

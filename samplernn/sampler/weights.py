@@ -1,0 +1,58 @@
+"""The model's effective weights as a backend's arrays (weight norm folded in), laid out
+for x @ W, and the sample-level MLP's first layer as lookup tables."""
+
+import numpy as np
+import torch
+from torch.nn.utils import parametrize
+
+from ..model import SampleRNN
+
+
+class Weights:
+    """Per tier its input, recurrent and upsampling weights; the sample-level MLP's first
+    layer as one table per window position (embedding x weights: what code c adds to the
+    layer's input k + 1 steps after it, `lut_rev` [q, fs0, dim]), its hidden and output
+    layers; and what each code is fed to the frame tiers as (`frame_values` [q])."""
+
+    def __init__(self, model: SampleRNN, to_array):
+        cfg = model.config
+        self.lstm = cfg.rnn_type == "lstm"
+        self.skip = cfg.skip_connections
+        self.n_rnn = cfg.n_rnn
+        self.first_relu = cfg.mlp_first_relu
+        with torch.no_grad(), parametrize.cached():
+            t = lambda w: to_array(w.detach().t().contiguous())  # noqa: E731
+            v = lambda b: to_array(b.detach().contiguous())  # noqa: E731
+            self.tiers = []
+            for tier in model.tiers:
+                layers = [(t(r.weight_ih_l0), v(r.bias_ih_l0), t(r.weight_hh_l0), v(r.bias_hh_l0))
+                          for r in tier.rnns]
+                direct = tier.input is None  # the top tier's frame goes straight into its RNN
+                self.tiers.append(dict(
+                    frame_size=tier.frame_size, ratio=tier.ratio, n_in=tier.n_in,
+                    w_in=None if direct else t(tier.input.weight),
+                    b_in=None if direct else v(tier.input.bias), layers=layers,
+                    w_up=t(tier.upsample.weight), b_up=v(tier.upsample.bias)))
+            mlp = model.sample_mlp
+            emb = mlp.embedding.weight                       # [q, emb]
+            w1 = mlp.input.weight                            # [dim, fs0 * emb]
+            e = emb.shape[1]
+            luts = [emb @ w1[:, j * e:(j + 1) * e].t() for j in range(mlp.frame_size)]
+            self.lut_rev = to_array(torch.stack(luts[::-1], dim=1).contiguous())  # [q, fs0, dim]
+            self.hidden = [(t(layer.weight), v(layer.bias)) for layer in mlp.hidden]
+            self.w_out, self.b_out = t(mlp.output.weight), v(mlp.output.bias)
+            self.frame_values = to_array(model.frame_values.to(emb.dtype))
+
+
+def lookup_sums(w: Weights, history, lookback: int):
+    """The sample-level MLP's first-layer input from past codes, as running sums of lookup
+    rows (the Python and C loops add each new code's rows once):
+    acc [B, 2 * fs0, dim], row r for step r of the current bottom frame and the next, from
+    the last fs0 codes of history [lookback, B]."""
+    fs0, lut = w.tiers[0]["frame_size"], w.lut_rev
+    shape = (history.shape[1], 2 * fs0, lut.shape[-1])
+    acc = np.zeros(shape, lut.dtype) if isinstance(lut, np.ndarray) else \
+        torch.zeros(shape, dtype=lut.dtype, device=lut.device)
+    for i in range(fs0):  # the last fs0 codes before the start feed its first steps
+        acc[:, :i + 1] += lut[history[lookback - fs0 + i]][:, fs0 - 1 - i:]
+    return acc
