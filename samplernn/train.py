@@ -5,6 +5,12 @@ directory (Hydra's output dir) is the source of truth: config.yaml,
 summary.json, metrics.jsonl, checkpoints/{last,best}.pt, samples/step_N/, and
 W&B's offline run under wandb/.
 
+A run is a `Training`: its state is explicit fields, its phases are methods, read in this
+order: `set_up` (build the run, or restore it from its checkpoint), `fit` (the loop, one
+screen: `optimization_step`, `log_train`, `validate` with checkpoints and samples, `test`,
+`stop_on_signal`), `finish`. What only the main process writes goes through `self.out`
+(runwriter.py decides who writes).
+
 A run directory has one writer (a lock), and the same command run again continues the
 run it holds (`resume=auto`, the default; see runconfig.py for what may change). On
 SIGTERM, SIGUSR1, SIGUSR2 or SIGINT the current step finishes, checkpoints/last.pt is
@@ -20,33 +26,28 @@ alone writes, and its checkpoints hold every row's state, so a run resumes with 
 of processes that divides the batch.
 """
 
-import json
 import logging
 import math
-import sys
 import time
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from . import distributed
-from .checkpoint import read_checkpoint, restore_rng, save_checkpoint
-from .cli import command
-from .data import PreparedDataset, train_loader
+from . import distributed, runwriter
+from .checkpoint import read_checkpoint, restore_rng
+from .data import Batch, PreparedDataset, train_loader
 from .device import autocast, pick_device
 from .errors import AlreadyExists, BadFile, NotFound, UserError
 from .evaluate import evaluate_nll
 from .interrupt import StopRequest, signal_name
 from .lock import DirLock
-from .logger import RunLogger
 from .model import SampleRNN
 from .quantize import nll_bits
 from .runconfig import asked_keys, check_config, resumed_config
-from .samples import write_samples
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,385 @@ log = logging.getLogger(__name__)
 class Diverged(UserError):
     """The loss or its gradients stayed non-finite for too many steps."""
 
+
+def run(cfg: DictConfig, run_dir=None) -> dict:
+    """Train as configured; returns the final metrics (valid/test NLL in bits, steps)."""
+    check_config(cfg)
+    world = distributed.join(str(cfg.device))
+    try:
+        mine = _run_dir(cfg, run_dir)
+        run_dir = world.broadcast(mine)  # the main process's clock names the run
+        if not world.main:
+            distributed.drop_stray_output_dir(mine, run_dir)
+        # one writer: before anything is read or written there
+        with world.only_main(DirLock(run_dir, "training")):
+            resume_from = _resume_path(cfg, run_dir)
+            state = None
+            if resume_from is not None:
+                state = read_checkpoint(resume_from, "cpu")
+                cfg = resumed_config(cfg, state["run_config"], resume_from, asked_keys())
+            training = Training(cfg, run_dir, world, state)
+            if training.finished_already():
+                return training.previous["final"]
+            training.set_up(state, resume_from)
+            return training.fit()
+    finally:
+        distributed.leave()
+
+
+@dataclass
+class Progress:
+    """What a run carries across a resume besides weights, optimizer and TBPTT state (a
+    checkpoint's `extra`)."""
+    elapsed_s: float = 0.0
+    valid_nll_bits: float | None = None  # the last validation's...
+    validated_at: int | None = None      # ...and its step (one a signal cut short is redone)
+    window: list = field(default_factory=list)  # train losses since the last train/* line
+    window_steps: int = 0
+    skipped_steps: int = 0               # non-finite steps skipped, in all
+    nonfinite_in_a_row: int = 0
+
+    @classmethod
+    def restored(cls, extra: dict) -> "Progress":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in extra.items() if k in known})
+
+
+class Training:
+    """One training run. Every process of a data-parallel run runs the same phases in the
+    same order; collectives keep their decisions (stop, skip, validate) the same."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, world: distributed.World,
+                 state: dict | None):
+        self.model_cfg = check_config(cfg)  # again: a resumed run's stored config with its changes
+        self.cfg, self.run_dir, self.world = cfg, Path(run_dir), world
+        self.previous = runwriter.read_json(self.run_dir / "summary.json") \
+            if state is not None else {}
+        self.step = state["step"] if state is not None else 0
+
+    def finished_already(self) -> bool:
+        """A finished run asked for no more steps: nothing to do, and it says so."""
+        if (self.previous.get("status") == "finished" and self.step >= self.cfg.train.max_steps
+                and self.previous.get("final")):
+            print(f"{self.run_dir} holds a finished run (step {self.step}); nothing to do: raise "
+                  "train.max_steps to train it further", flush=True)
+            return True
+        return False
+
+    # -- set-up and resume -----------------------------------------------------------------
+
+    def set_up(self, state: dict | None, resume_from: Path | None) -> None:
+        """Data, model, optimizer and data loader, restored from `state` when resuming;
+        everything that can fail on a user's mistake comes before the run directory is
+        written."""
+        cfg, t_cfg = self.cfg, self.cfg.train
+        torch.manual_seed(cfg.seed)
+        self.device = distributed.device(self.world, pick_device(cfg.device, cfg.get("threads")))
+        self.rows = self.world.rows(t_cfg.batch_size)
+        self.out = runwriter.for_process(self.world, self.run_dir)
+        self.dataset = self.world.main_first(lambda: open_dataset(cfg.dataset))  # made once
+        self._check_data(state)
+        self._build_model()
+        self._restore(state)
+        segment = int(cfg.dataset.segment_seconds * self.dataset.sample_rate)
+        self.loader = train_loader(
+            self.dataset, t_cfg.batch_size, t_cfg.seq_len, self.model.lookback,
+            max(segment, t_cfg.seq_len), self.model_cfg.q_type, self.model_cfg.q_levels,
+            seed=cfg.seed, start_step=self.step, num_workers=cfg.dataset.num_workers,
+            order=t_cfg.order, rows=self.rows, pin_memory=self.device.type == "cuda")
+        self._open_run_dir(resume_from, state["wandb_id"] if state is not None else None)
+
+    def _check_data(self, state: dict | None) -> None:
+        trained_on = (state or {}).get("dataset")
+        if trained_on and trained_on["fingerprint"] != self.dataset.fingerprint:
+            raise BadFile(f"dataset.path={self.dataset.path} is not the data this run trained on "
+                          f"({trained_on['path']}, its manifest differs); point dataset.path at "
+                          "that data, or start a new run")
+        self.data_info = {"path": str(self.dataset.path.resolve()), "name": self.dataset.name,
+                          "fingerprint": self.dataset.fingerprint}
+        self.cfg.dataset.path = self.data_info["path"]  # the run records where its data are
+
+    def _build_model(self) -> None:
+        """The model; `forward` wraps it for DDP and torch.compile; Adam with warm-up."""
+        cfg, device = self.cfg, self.device
+        self.model = SampleRNN(self.model_cfg).to(device)
+        forward = self.model
+        if self.world.active:  # gradients averaged over the processes as they are computed
+            forward = DistributedDataParallel(
+                forward, device_ids=[device] if device.type == "cuda" else None,
+                broadcast_buffers=False)  # its buffers are constants
+        self.forward = torch.compile(forward) if cfg.compile else forward
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.params, lr=cfg.optim.lr,
+                                          betas=tuple(cfg.optim.betas),
+                                          weight_decay=cfg.optim.weight_decay,
+                                          fused=device.type == "cuda" or None)
+        warmup = max(int(cfg.optim.warmup_steps), 0)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+
+    def _restore(self, state: dict | None) -> None:
+        """Weights, optimizer, schedule, random numbers, this process's rows of the TBPTT
+        state, the best NLL and the progress counters, as the checkpoint left them."""
+        self.best, self.hidden, self.progress = math.inf, None, Progress()
+        if state is None:
+            return
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        restore_rng(state)
+        self.progress = Progress.restored(state["extra"])
+        if state["best_valid_nll_bits"] is not None:
+            self.best = state["best_valid_nll_bits"]
+        lo, hi = self.rows
+        if state["hidden"]:
+            self.hidden = [h[:, lo:hi].to(self.device) for h in state["hidden"]]
+
+    def _open_run_dir(self, resume_from: Path | None, wandb_id: str | None) -> None:
+        """config.yaml, the logger, summary.json (the main process); the clock starts."""
+        cfg, model_cfg, dataset = self.cfg, self.model_cfg, self.dataset
+        self.run_config = OmegaConf.to_container(cfg, resolve=True)
+        who = _identity(cfg, model_cfg.n_tiers, dataset.name, self.previous)
+        identity = {"tiers": model_cfg.n_tiers, "preset": who["preset"],
+                    "n_parameters": self.model.n_parameters(), "dataset": dataset.name}
+        resumed = None if resume_from is None else f"{resume_from} at step {self.step}"
+        self.out.open(cfg, self.run_config, who, identity, resumed, wandb_id)
+        self.summary = {**identity, "name": who["name"], "sample_rate": dataset.sample_rate,
+                        "group": who["group"], "status": "running", "step": self.step,
+                        "wandb_id": self.out.run_id, "processes": self.world.size}
+        self.summary.update({k: self.previous[k] for k in ("best_valid_nll_bits", "wall_time_s")
+                             if k in self.previous})
+        self.out.summary(self.summary)
+        log.info("model %s: %d tiers, %s parameters; data %s; device %s%s", who["preset"],
+                 model_cfg.n_tiers, f"{self.model.n_parameters():,}", dataset.path, self.device,
+                 f"; {self.world.size} processes of {cfg.train.batch_size // self.world.size} rows"
+                 if self.world.active else "")
+        self.start = time.time() - self.progress.elapsed_s
+        max_minutes = cfg.train.max_minutes
+        self.budget_s = max_minutes * 60 if max_minutes else math.inf
+        self.stop = StopRequest()
+
+    # -- the run -----------------------------------------------------------------------------
+
+    def fit(self) -> dict:
+        """Optimisation steps until train.max_steps, the time budget or a stop signal, with
+        train/* lines and validations on their schedules; then the test and the summary."""
+        t_cfg, e_cfg, progress = self.cfg.train, self.cfg.eval, self.progress
+        self.bar = self.out.progress_bar(t_cfg.max_steps, self.step)
+        exit_code = 1
+        try:
+            self.out.truncate_after(self.step)  # lines a killed run wrote after its last checkpoint
+            self.first_step = self.step
+            self.loop_t0 = self.window_t = time.time()
+            with self.stop, logging_redirect_tqdm():  # log lines print above the bar
+                self.model.train()
+                if self.step and self.step % e_cfg.every == 0 and progress.validated_at != self.step:
+                    self.validate()  # the one a signal cut short before this run resumed
+                for batch in self.loader:
+                    # every process stops at the same step: when any of them must
+                    n_done, n_targets = self.world.sum(self._done(), batch.mask.sum())
+                    if n_done:
+                        self._agree_on_the_signal()
+                        break
+                    self.optimization_step(batch, n_targets)
+                    if self.step % t_cfg.log_every == 0:
+                        self.log_train()
+                    if self.step % e_cfg.every == 0:
+                        if not self.validate():
+                            break
+                        self.window_t = time.time()
+                if not self.stop.requested and progress.validated_at != self.step:
+                    self.validate()
+                test = None if self.stop.requested else self.test()
+                if self.stop.requested:
+                    self.stop_on_signal()
+            final = self.finish(test)
+            exit_code = 0
+            return final
+        except SystemExit:  # a signal's stop: its status is written
+            raise
+        except BaseException as error:
+            self.fail(error)
+            raise
+        finally:
+            self.bar.close()
+            self.out.finish(exit_code)
+
+    def _done(self) -> bool:
+        return (self.step >= self.cfg.train.max_steps or time.time() - self.start > self.budget_s
+                or self.stop.requested)
+
+    def _agree_on_the_signal(self) -> None:
+        """Every process stops as if it had received the signal one of them did."""
+        signum = int(self.world.max(self.stop.signum or 0)[0])
+        self.stop.signum = self.stop.signum or signum or None
+
+    def optimization_step(self, batch: Batch, n_targets: float) -> None:
+        """Forward, loss, backward, clip and update on one TBPTT chunk of this process's rows;
+        n_targets: the samples predicted in the global batch. A step whose loss or
+        gradients are not finite makes no update."""
+        device, lb = self.device, self.model.lookback
+        codes = batch.codes.to(device, non_blocking=True)
+        mask = batch.mask.to(device, non_blocking=True)
+        hidden = self.model.reset_hidden(self.hidden, batch.reset.to(device))  # detached below
+        with autocast(device, self.cfg.precision):
+            logits, hidden = self.forward(codes, hidden)
+        # the global batch's mean: DDP averages the processes' gradients
+        loss = nll_bits(logits, codes[:, lb:], mask, reduction="sum") / (
+            max(n_targets, 1) / self.world.size)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.grad_norm = _clip(self.params, self.cfg.optim)
+        loss_bits = self.world.sum(loss.item())[0] / self.world.size
+        if math.isfinite(loss_bits) and math.isfinite(self.grad_norm):
+            self.optimizer.step()
+            self.progress.window.append(loss_bits)
+            self.progress.nonfinite_in_a_row = 0
+        else:
+            hidden = self._skip_step(hidden, loss_bits)
+        self.scheduler.step()
+        self.hidden = [h.detach() for h in hidden]
+        self.step += 1
+        self.progress.window_steps += 1
+        self.bar.update(1)
+
+    def _skip_step(self, hidden: list[torch.Tensor], loss_bits: float) -> list[torch.Tensor]:
+        """No update; rows whose state broke start afresh; too many in a row stop the run."""
+        progress, limit = self.progress, self.cfg.train.max_nonfinite_steps
+        self.optimizer.zero_grad(set_to_none=True)
+        progress.skipped_steps += 1
+        progress.nonfinite_in_a_row += 1
+        log.warning("step %d: loss %s, gradient norm %s: update skipped (%d in a row)",
+                    self.step + 1, loss_bits, self.grad_norm, progress.nonfinite_in_a_row)
+        if progress.nonfinite_in_a_row >= limit:
+            last = self.run_dir / "checkpoints" / "last.pt"
+            raise Diverged(
+                f"training diverged: the loss or its gradients were not finite for "
+                f"{progress.nonfinite_in_a_row} steps in a row (to step {self.step + 1}); the "
+                f"last good checkpoint is {last if last.exists() else 'none (none was written)'}"
+                f": lower optim.lr (now {self.cfg.optim.lr}) or check the data")
+        return _finite_rows(self.model, hidden)
+
+    def log_train(self) -> None:
+        """train/* over the steps since the last line, speed; the bar's end under a time
+        budget (the steps it allows)."""
+        t_cfg, progress = self.cfg.train, self.progress
+        now = time.time()
+        rate = progress.window_steps * t_cfg.batch_size * t_cfg.seq_len / max(now - self.window_t,
+                                                                             1e-9)
+        metrics = {"train/grad_norm": self.grad_norm, "train/lr": self.scheduler.get_last_lr()[0],
+                   "train/skipped_steps": progress.skipped_steps, "perf/samples_per_s": rate,
+                   "time_s": now - self.start}
+        if progress.window:
+            metrics["train/nll_bits"] = sum(progress.window) / len(progress.window)
+            self.bar.set_postfix(nll_bits=f"{metrics['train/nll_bits']:.3f}",
+                                 samples_per_s=f"{rate:,.0f}")
+        self.out.log(metrics, self.step)
+        self.summary["train_samples_per_s"] = rate
+        if math.isfinite(self.budget_s):
+            per_s = (self.step - self.first_step) / max(time.time() - self.loop_t0, 1e-9)
+            left_s = self.budget_s - (time.time() - self.start)
+            self.bar.total = min(t_cfg.max_steps, self.step + max(0, int(left_s * per_s)))
+            self.bar.refresh()
+        log.info("step %d  train/nll_bits %.4f  samples/s %.0f", self.step,
+                 metrics.get("train/nll_bits", math.nan), rate)
+        progress.window, progress.window_steps = [], 0
+        self.window_t = time.time()
+
+    def validate(self) -> bool:
+        """Valid NLL, checkpoints and samples at this step; False when a signal cut it short."""
+        cfg, e_cfg, step = self.cfg, self.cfg.eval, self.step
+        result = evaluate_nll(self.model, self.dataset, e_cfg.split, e_cfg.batch_size,
+                              e_cfg.seq_len, self.device, cfg.precision, e_cfg.protocol,
+                              should_stop=lambda: self.stop.requested, world=self.world)
+        if result is None:
+            return False
+        valid = result["nll_bits"]
+        self.progress.valid_nll_bits, self.progress.validated_at = valid, step
+        self.out.log({f"{e_cfg.split}/nll_bits": valid, "time_s": time.time() - self.start}, step)
+        log.info("step %d  %s/nll_bits %.4f (best %.4f)", step, e_cfg.split, valid,
+                 min(self.best, valid))
+        if not math.isfinite(valid):  # a broken model: the checkpoints there stay
+            log.warning("step %d: %s/nll_bits is %s; no checkpoint written", step, e_cfg.split,
+                        valid)
+            return True
+        improved = valid < self.best
+        self.best = min(self.best, valid)
+        self.checkpoint("last.pt")
+        if improved:
+            self.checkpoint("best.pt")
+        gen = None if self.stop.requested else self.out.samples(
+            self.model, step, n=e_cfg.n_samples, seconds=e_cfg.sample_seconds,
+            temperature=e_cfg.temperature, seed=cfg.seed * 1_000_003 + step,
+            sample_rate=self.dataset.sample_rate)
+        self.summary.update(step=step, best_valid_nll_bits=self.best, gen_samples_per_s=gen,
+                            wall_time_s=time.time() - self.start)
+        self.out.summary(self.summary)
+        return True
+
+    def checkpoint(self, name: str) -> None:
+        """checkpoints/<name> at this step: every process hands in its rows' TBPTT state,
+        the main process writes."""
+        every_row = self.world.gather_rows(self.hidden) if self.hidden is not None else None
+        self.progress.elapsed_s = time.time() - self.start
+        self.out.checkpoint(
+            name, self.model, run_config=self.run_config, step=self.step,
+            optimizer=self.optimizer, scheduler=self.scheduler, hidden=every_row,
+            best_valid_nll_bits=self.best if math.isfinite(self.best) else None,
+            wandb_id=self.out.run_id, sample_rate=self.dataset.sample_rate,
+            dataset=self.data_info, extra=asdict(self.progress))
+
+    def test(self) -> dict | None:
+        """Exact test NLL of best.pt (None without test files or with eval.test=false)."""
+        e_cfg = self.cfg.eval
+        if not math.isfinite(self.best):
+            raise Diverged(f"no validation of this run gave a finite {e_cfg.split} NLL, so it "
+                           "has no best.pt: lower optim.lr or check the data")
+        if not (e_cfg.test and self.dataset.files("test")):
+            return None
+        self.world.barrier()  # best.pt is written
+        best = read_checkpoint(self.run_dir / "checkpoints" / "best.pt", self.device)
+        self.model.load_state_dict(best["model"])
+        return evaluate_nll(self.model, self.dataset, "test", e_cfg.batch_size, e_cfg.seq_len,
+                            self.device, self.cfg.precision, e_cfg.protocol,
+                            should_stop=lambda: self.stop.requested, world=self.world)
+
+    def stop_on_signal(self) -> None:
+        """After a stop signal: last.pt at this step, the status, one line; then exit."""
+        name = signal_name(self.stop.signum)
+        self.checkpoint("last.pt")
+        self.summary.update(status="interrupted" if name == "SIGINT" else "preempted",
+                            step=self.step, stopped_by=name)
+        self.out.summary(self.summary)
+        log.warning("%s: stopped at step %d; %s holds it, and the same command continues the run",
+                    name, self.step, self.run_dir / "checkpoints" / "last.pt")
+        self.out.finish(1)
+        self.stop.stop()  # the scheduler's handler (e.g. submitit: requeue), or exit 128 + signal
+
+    def finish(self, test: dict | None) -> dict:
+        """The final metrics: logged, in summary.json and W&B's summary; the closing lines."""
+        step, valid_key = self.step, f"{self.cfg.eval.split}/nll_bits"
+        final = {"step": step, valid_key: self.progress.valid_nll_bits,
+                 "best_valid_nll_bits": self.best}
+        if test is not None:
+            self.out.log({"test/nll_bits": test["nll_bits"], "time_s": time.time() - self.start},
+                         step)
+            final["test/nll_bits"] = self.summary["test_nll_bits"] = test["nll_bits"]
+        self.summary.update(status="finished", step=step, wall_time_s=time.time() - self.start,
+                            final=final)
+        self.out.summary(self.summary)
+        self.out.wandb_summary({"best_valid_nll_bits": self.best, "final_step": step})
+        self.out.next_steps(final)
+        return final
+
+    def fail(self, error: BaseException) -> None:
+        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        self.summary.update(status=status, step=self.step,
+                            error=" ".join(str(error).split())[:500] or type(error).__name__)
+        self.out.summary(self.summary)
+
+
+# -- the pieces a run is made of ------------------------------------------------------------
 
 def _hydra_runtime():
     from hydra.core.hydra_config import HydraConfig
@@ -67,6 +447,25 @@ def _run_dir(cfg: DictConfig, run_dir) -> Path:
     if hc is not None:
         return Path(hc.runtime.output_dir)
     raise ValueError("no run directory: call run(cfg, run_dir=...) or launch through Hydra")
+
+
+def _resume_path(cfg: DictConfig, run_dir: Path) -> Path | None:
+    """resume=auto (default): the run directory's own last.pt, if any; false: a fresh start
+    into a directory that holds no run; a path: that checkpoint."""
+    last = run_dir / "checkpoints" / "last.pt"
+    if cfg.resume in (None, False, "false", "never"):
+        if last.exists():
+            raise AlreadyExists(f"{run_dir} already holds a run (checkpoints/last.pt) and resume="
+                                f"{cfg.resume}; drop resume= to continue it, or choose another "
+                                "hydra.run.dir")
+        return None
+    if cfg.resume == "auto":
+        return last if last.exists() else None
+    path = Path(cfg.resume)
+    if not path.is_file():
+        raise NotFound(f"resume={cfg.resume}: no such checkpoint; give the path of a .pt file, or "
+                       "resume=auto (the default) with hydra.run.dir=<run dir>")
+    return path
 
 
 def _identity(cfg: DictConfig, tiers: int, dataset_name: str, previous: dict) -> dict:
@@ -101,47 +500,6 @@ def open_dataset(dataset_cfg) -> PreparedDataset:
     return PreparedDataset(path)
 
 
-def _setup_logging(run_dir: Path) -> None:
-    path = (run_dir / "train.log").resolve()
-    root = logging.getLogger()
-    if not any(getattr(h, "baseFilename", None) == str(path) for h in root.handlers):
-        handler = logging.FileHandler(path)
-        handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
-        root.addHandler(handler)
-    root.setLevel(logging.INFO)
-
-
-def _quiet_logging() -> None:
-    """A non-main process: warnings and errors on the console, no log file of its own."""
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if isinstance(handler, logging.FileHandler):
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(logging.WARNING)
-
-
-class _Silent:
-    """The logger of a non-main process: the main process logs for all."""
-    run_id = None
-
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: None
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def _clip(params, optim_cfg) -> float:
     """Clip as configured; returns the gradient norm before clipping (NaN or inf when a
     gradient is not finite)."""
@@ -152,329 +510,12 @@ def _clip(params, optim_cfg) -> float:
     return float(norm)
 
 
-def _resume_path(cfg: DictConfig, run_dir: Path) -> Path | None:
-    """resume=auto (default): the run directory's own last.pt, if any; false: a fresh start
-    into a directory that holds no run; a path: that checkpoint."""
-    last = run_dir / "checkpoints" / "last.pt"
-    if cfg.resume in (None, False, "false", "never"):
-        if last.exists():
-            raise AlreadyExists(f"{run_dir} already holds a run (checkpoints/last.pt) and resume="
-                                f"{cfg.resume}; drop resume= to continue it, or choose another "
-                                "hydra.run.dir")
-        return None
-    if cfg.resume == "auto":
-        return last if last.exists() else None
-    path = Path(cfg.resume)
-    if not path.is_file():
-        raise NotFound(f"resume={cfg.resume}: no such checkpoint; give the path of a .pt file, or "
-                       "resume=auto (the default) with hydra.run.dir=<run dir>")
-    return path
-
-
 def _finite_rows(model: SampleRNN, hidden: list[torch.Tensor]) -> list[torch.Tensor]:
     """Rows whose TBPTT state is not finite go back to the initial state."""
     bad = torch.zeros(hidden[0].shape[1], dtype=torch.bool, device=hidden[0].device)
     for h in hidden:
         bad |= ~torch.isfinite(h).all(dim=2).all(dim=0)
     return model.reset_hidden(hidden, bad) if bad.any() else hidden
-
-
-def _print_next_steps(run_dir: Path, final: dict, sync: str | None) -> None:
-    best = run_dir / "checkpoints" / "best.pt"
-    lines = ["", "Done: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                                       for k, v in final.items()),
-             f"  run directory  {run_dir}",
-             f"  metrics        {run_dir / 'metrics.jsonl'}",
-             f"  checkpoints    {run_dir / 'checkpoints'}/{{last,best}}.pt",
-             f"  samples        {run_dir / 'samples'}/step_<N>/*.wav (+ .json, .png)",
-             "Next:",
-             f"  generate more  {command('generate')} checkpoint={best} num_samples=4 seconds=10",
-             f"  train longer   {command('train')} hydra.run.dir={run_dir} train.max_steps=<more>",
-             f"  evaluate       {command('evaluate')} checkpoint={best}",
-             f"  compare runs   {command('compare')} {run_dir} <other run dirs>"]
-    if sync is not None:
-        lines.append(f"  sync to W&B    wandb sync {sync}   (every segment of the run)")
-    print("\n".join(lines), flush=True)
-
-
-def run(cfg: DictConfig, run_dir=None) -> dict:
-    """Train as configured; returns the final metrics (valid/test NLL in bits, steps)."""
-    check_config(cfg)
-    world = distributed.join(str(cfg.device))
-    try:
-        mine = _run_dir(cfg, run_dir)
-        run_dir = world.broadcast(mine)  # the main process's clock names the run
-        if not world.main:
-            distributed.drop_stray_output_dir(mine, run_dir)
-        # one writer: before anything is read or written there
-        with world.only_main(DirLock(run_dir, "training")):
-            resume_from = _resume_path(cfg, run_dir)
-            state = None
-            if resume_from is not None:
-                state = read_checkpoint(resume_from, "cpu")
-                cfg = resumed_config(cfg, state["run_config"], resume_from, asked_keys())
-            return _train(cfg, run_dir, state, resume_from, world)
-    finally:
-        distributed.leave()
-
-
-def _train(cfg: DictConfig, run_dir: Path, state: dict | None, resume_from: Path | None,
-           world: distributed.World) -> dict:
-    # -- everything that can fail on a user's mistake, before anything is written --------
-    model_cfg = check_config(cfg)  # again: a resumed run's stored config with its changes
-    t_cfg, e_cfg = cfg.train, cfg.eval
-    previous = _read_json(run_dir / "summary.json") if state is not None else {}
-    step = state["step"] if state is not None else 0
-    if previous.get("status") == "finished" and step >= t_cfg.max_steps and previous.get("final"):
-        print(f"{run_dir} holds a finished run (step {step}); nothing to do: raise "
-              "train.max_steps to train it further", flush=True)
-        return previous["final"]
-    torch.manual_seed(cfg.seed)
-    device = distributed.device(world, pick_device(cfg.device, cfg.get("threads")))
-    rows = world.rows(t_cfg.batch_size)
-    if not world.main:  # its lines would repeat the main process's: warnings only, no file
-        _quiet_logging()
-    dataset = world.main_first(lambda: open_dataset(cfg.dataset))  # built-in data made once
-    trained_on = (state or {}).get("dataset")
-    if trained_on and trained_on["fingerprint"] != dataset.fingerprint:
-        raise BadFile(f"dataset.path={dataset.path} is not the data this run trained on "
-                      f"({trained_on['path']}, its manifest differs); point dataset.path at "
-                      "that data, or start a new run")
-    data_info = {"path": str(dataset.path.resolve()), "name": dataset.name,
-                 "fingerprint": dataset.fingerprint}
-    cfg.dataset.path = data_info["path"]  # the run records where its data are, absolutely
-    model = SampleRNN(model_cfg).to(device)
-    forward = model
-    if world.active:  # gradients averaged over the processes as they are computed
-        forward = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
-                                          broadcast_buffers=False)  # its buffers are constants
-    forward = torch.compile(forward) if cfg.compile else forward
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
-                                 weight_decay=cfg.optim.weight_decay,
-                                 fused=device.type == "cuda" or None)
-    warmup = max(int(cfg.optim.warmup_steps), 0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
-    best, hidden, elapsed0, wandb_id, extra = math.inf, None, 0.0, None, {}
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        restore_rng(state)
-        wandb_id, extra = state["wandb_id"], state["extra"]
-        best = state["best_valid_nll_bits"] if state["best_valid_nll_bits"] is not None else math.inf
-        hidden = [h[:, rows[0]:rows[1]].to(device) for h in state["hidden"]] if state["hidden"] else None
-        elapsed0 = extra.get("elapsed_s", 0.0)
-    lb = model.lookback
-    segment = int(cfg.dataset.segment_seconds * dataset.sample_rate)
-    loader = train_loader(dataset, t_cfg.batch_size, t_cfg.seq_len, lb, max(segment, t_cfg.seq_len),
-                          model_cfg.q_type, model_cfg.q_levels, seed=cfg.seed, start_step=step,
-                          num_workers=cfg.dataset.num_workers, order=t_cfg.order, rows=rows,
-                          pin_memory=device.type == "cuda")
-
-    # -- the run directory (the main process): config, summary, logger ------------------
-    run_config = OmegaConf.to_container(cfg, resolve=True)
-    who = _identity(cfg, model_cfg.n_tiers, dataset.name, previous)
-    preset = who["preset"]
-    identity = {"tiers": model_cfg.n_tiers, "preset": preset,
-                "n_parameters": model.n_parameters(), "dataset": dataset.name}
-    if world.main:
-        _setup_logging(run_dir)
-        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-        if resume_from is not None:
-            log.info("resuming from %s at step %d", resume_from, step)
-        logger = RunLogger(run_dir, run_config["logger"], run_config, group=who["group"],
-                           tags=who["tags"], name=who["name"], run_id=wandb_id, identity=identity)
-    else:
-        logger = _Silent()
-    summary = {**identity, "name": who["name"], "sample_rate": dataset.sample_rate,
-               "group": who["group"], "status": "running", "step": step, "wandb_id": logger.run_id,
-               "processes": world.size}
-    summary.update({k: previous[k] for k in ("best_valid_nll_bits", "wall_time_s") if k in previous})
-    write_summary = (lambda: _write_json(run_dir / "summary.json", summary)) if world.main else (lambda: None)
-    write_summary()
-    log.info("model %s: %d tiers, %s parameters; data %s; device %s%s", preset, model_cfg.n_tiers,
-             f"{model.n_parameters():,}", dataset.path, device,
-             f"; {world.size} processes of {t_cfg.batch_size // world.size} rows" if world.active else "")
-    start = time.time() - elapsed0
-    budget_s = t_cfg.max_minutes * 60 if t_cfg.max_minutes else math.inf
-    # losses since the last train/* line, and the non-finite steps: carried across a resume
-    window, window_steps = list(extra.get("window", [])), int(extra.get("window_steps", 0))
-    skipped, bad_run = int(extra.get("skipped_steps", 0)), int(extra.get("nonfinite_in_a_row", 0))
-    # the last validation: its step and NLL (a signal may cut one short; it is then redone)
-    validated_at, valid = extra.get("validated_at"), extra.get("valid_nll_bits")
-    window_t = time.time()
-    stop = StopRequest()
-
-    def checkpoint(path):
-        every_row = world.gather_rows(hidden) if hidden is not None else None  # all processes
-        if not world.main:
-            return
-        save_checkpoint(path, model, run_config=run_config, step=step, optimizer=optimizer,
-                        scheduler=scheduler, hidden=every_row, best_valid_nll_bits=best if
-                        math.isfinite(best) else None, wandb_id=logger.run_id,
-                        sample_rate=dataset.sample_rate, dataset=data_info,
-                        extra={"elapsed_s": time.time() - start, "valid_nll_bits": valid,
-                               "validated_at": validated_at,
-                               "window": window, "window_steps": window_steps,
-                               "skipped_steps": skipped, "nonfinite_in_a_row": bad_run})
-
-    def validate() -> bool:
-        """Valid NLL, checkpoints and samples at this step; False when a signal cut it short."""
-        nonlocal best, valid, validated_at
-        result = evaluate_nll(model, dataset, e_cfg.split, e_cfg.batch_size, e_cfg.seq_len,
-                              device, cfg.precision, e_cfg.protocol, should_stop=lambda: stop.requested,
-                              world=world)
-        if result is None:
-            return False
-        valid, validated_at = result["nll_bits"], step
-        logger.log({f"{e_cfg.split}/nll_bits": valid, "time_s": time.time() - start}, step)
-        log.info("step %d  %s/nll_bits %.4f (best %.4f)", step, e_cfg.split, valid, min(best, valid))
-        if not math.isfinite(valid):  # a broken model: the checkpoints there stay
-            log.warning("step %d: %s/nll_bits is %s; no checkpoint written", step, e_cfg.split, valid)
-            return True
-        improved = valid < best
-        best = min(best, valid)
-        checkpoint(run_dir / "checkpoints" / "last.pt")
-        if improved:
-            checkpoint(run_dir / "checkpoints" / "best.pt")
-        gen = None if stop.requested or not world.main else write_samples(
-            model, run_dir, step, logger, n=e_cfg.n_samples, seconds=e_cfg.sample_seconds,
-            temperature=e_cfg.temperature, seed=cfg.seed * 1_000_003 + step,
-            sample_rate=dataset.sample_rate)
-        summary.update(step=step, best_valid_nll_bits=best, gen_samples_per_s=gen,
-                       wall_time_s=time.time() - start)
-        write_summary()
-        return True
-
-    bar = tqdm(total=t_cfg.max_steps, initial=step, desc="train", unit="step",
-               disable=not (sys.stderr.isatty() and world.main), dynamic_ncols=True)
-    exit_code = 1
-    try:
-        logger.truncate_after(step)  # lines a killed run wrote after its last checkpoint
-        first_step, loop_t0 = step, time.time()
-        with stop, logging_redirect_tqdm():  # log lines print above the bar, not through it
-            model.train()
-            if step and step % e_cfg.every == 0 and validated_at != step:
-                validate()  # the one a signal cut short before this run resumed
-            for batch in loader:
-                # every process stops at the same step: when any of them must
-                done = step >= t_cfg.max_steps or time.time() - start > budget_s or stop.requested
-                n_done, n_targets = world.sum(done, batch.mask.sum())
-                if n_done:
-                    signum = int(world.max(stop.signum or 0)[0])
-                    stop.signum = stop.signum or signum or None
-                    break
-                codes = batch.codes.to(device, non_blocking=True)
-                mask = batch.mask.to(device, non_blocking=True)
-                hidden = model.reset_hidden(hidden, batch.reset.to(device))  # detached below
-                with autocast(device, cfg.precision):
-                    logits, hidden = forward(codes, hidden)
-                # the global batch's mean: DDP averages the processes' gradients
-                loss = nll_bits(logits, codes[:, lb:], mask, reduction="sum") / (
-                    max(n_targets, 1) / world.size)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = _clip(params, cfg.optim)
-                loss_bits = world.sum(loss.item())[0] / world.size
-                if math.isfinite(loss_bits) and math.isfinite(grad_norm):
-                    optimizer.step()
-                    window.append(loss_bits)
-                    bad_run = 0
-                else:  # skip the update; rows whose state broke start afresh
-                    optimizer.zero_grad(set_to_none=True)
-                    hidden = _finite_rows(model, hidden)
-                    skipped, bad_run = skipped + 1, bad_run + 1
-                    log.warning("step %d: loss %s, gradient norm %s: update skipped (%d in a row)",
-                                step + 1, loss_bits, grad_norm, bad_run)
-                    if bad_run >= t_cfg.max_nonfinite_steps:
-                        last = run_dir / "checkpoints" / "last.pt"
-                        raise Diverged(
-                            f"training diverged: the loss or its gradients were not finite for "
-                            f"{bad_run} steps in a row (to step {step + 1}); the last good "
-                            f"checkpoint is {last if last.exists() else 'none (none was written)'}"
-                            f": lower optim.lr (now {cfg.optim.lr}) or check the data")
-                scheduler.step()
-                hidden = [h.detach() for h in hidden]
-                step += 1
-                window_steps += 1
-                bar.update(1)
-                if step % t_cfg.log_every == 0:
-                    dt = time.time() - window_t
-                    rate = window_steps * t_cfg.batch_size * t_cfg.seq_len / max(dt, 1e-9)
-                    metrics = {"train/grad_norm": grad_norm, "train/lr": scheduler.get_last_lr()[0],
-                               "train/skipped_steps": skipped, "perf/samples_per_s": rate,
-                               "time_s": time.time() - start}
-                    if window:
-                        metrics["train/nll_bits"] = sum(window) / len(window)
-                        bar.set_postfix(nll_bits=f"{metrics['train/nll_bits']:.3f}",
-                                        samples_per_s=f"{rate:,.0f}")
-                    logger.log(metrics, step)
-                    summary["train_samples_per_s"] = rate
-                    if math.isfinite(budget_s):  # the bar's end: the steps the time budget allows
-                        per_s = (step - first_step) / max(time.time() - loop_t0, 1e-9)
-                        left_s = budget_s - (time.time() - start)
-                        bar.total = min(t_cfg.max_steps, step + max(0, int(left_s * per_s)))
-                        bar.refresh()
-                    log.info("step %d  train/nll_bits %.4f  samples/s %.0f", step,
-                             metrics.get("train/nll_bits", math.nan), rate)
-                    window, window_t, window_steps = [], time.time(), 0
-                if step % e_cfg.every == 0:
-                    if not validate():
-                        break
-                    window_t = time.time()
-            if not stop.requested and validated_at != step:
-                validate()
-            test = None
-            if not stop.requested and not math.isfinite(best):
-                raise Diverged(f"no validation of this run gave a finite {e_cfg.split} NLL, so it "
-                               "has no best.pt: lower optim.lr or check the data")
-            if not stop.requested and e_cfg.test and dataset.files("test"):
-                world.barrier()  # best.pt is written
-                best_state = read_checkpoint(run_dir / "checkpoints" / "best.pt", device)
-                model.load_state_dict(best_state["model"])
-                test = evaluate_nll(model, dataset, "test", e_cfg.batch_size, e_cfg.seq_len, device,
-                                    cfg.precision, e_cfg.protocol,
-                                    should_stop=lambda: stop.requested, world=world)
-            if stop.requested:
-                _stop(stop, run_dir, step, summary, checkpoint, logger, write_summary)
-        final = {"step": step, f"{e_cfg.split}/nll_bits": valid, "best_valid_nll_bits": best}
-        if test is not None:
-            logger.log({"test/nll_bits": test["nll_bits"], "time_s": time.time() - start}, step)
-            final["test/nll_bits"] = summary["test_nll_bits"] = test["nll_bits"]
-        summary.update(status="finished", step=step, wall_time_s=time.time() - start, final=final)
-        write_summary()
-        logger.summary({"best_valid_nll_bits": best, "final_step": step})  # NLLs keep their min
-        exit_code = 0
-        if world.main:
-            _print_next_steps(run_dir, final, logger.sync_hint())
-        return final
-    except SystemExit:  # a signal's stop: its status is written
-        raise
-    except BaseException as error:
-        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-        summary.update(status=status, step=step, error=" ".join(str(error).split())[:500] or
-                       type(error).__name__)
-        write_summary()
-        raise
-    finally:
-        bar.close()
-        logger.finish(exit_code)
-
-
-def _stop(stop: StopRequest, run_dir: Path, step: int, summary: dict, checkpoint, logger,
-          write_summary) -> None:
-    """After a stop signal: last.pt at this step, the status, one line; then exit."""
-    name = signal_name(stop.signum)
-    checkpoint(run_dir / "checkpoints" / "last.pt")
-    summary.update(status="interrupted" if name == "SIGINT" else "preempted", step=step,
-                   stopped_by=name)
-    write_summary()
-    log.warning("%s: stopped at step %d; %s holds it, and the same command continues the run",
-                name, step, run_dir / "checkpoints" / "last.pt")
-    logger.finish(1)
-    stop.stop()  # the scheduler's handler (e.g. submitit: requeue), or exit 128 + signal
 
 
 if __name__ == "__main__":  # python -m samplernn.train: the same app as samplernn-train

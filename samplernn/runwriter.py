@@ -1,0 +1,147 @@
+"""What a training run writes into its directory, and which process writes it.
+
+The main process writes everything: train.log, config.yaml, summary.json, the metrics
+(metrics.jsonl and W&B, through RunLogger), checkpoints, samples and the closing lines.
+Every other process of a data-parallel run gets a `Silent` writer, which writes nothing
+and keeps the console to warnings: `for_process` is the one place that decides. (What
+every process must still do together, such as gathering the TBPTT state of every row for
+a checkpoint, is the training run's.) rundir.py reads what this writes.
+"""
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from .checkpoint import save_checkpoint
+from .cli import command
+from .distributed import World
+from .logger import RunLogger
+from .samples import write_samples
+
+log = logging.getLogger(__name__)
+
+
+def for_process(world: World, run_dir: Path) -> "RunWriter | Silent":
+    """The main process's writer of run_dir, or a Silent one for any other process."""
+    return RunWriter(run_dir) if world.main else Silent()
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+class RunWriter:
+    """The run directory's one writer (its DirLock is held by the caller)."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.logger = None
+
+    def open(self, cfg, run_config: dict, who: dict, identity: dict, resumed: str | None,
+             wandb_id: str | None) -> None:
+        """train.log, config.yaml and the metrics' logger (resuming W&B run wandb_id);
+        resumed: what the run resumed from, for the log."""
+        self._log_to_file()
+        OmegaConf.save(cfg, self.run_dir / "config.yaml", resolve=True)
+        if resumed is not None:
+            log.info("resuming from %s", resumed)
+        self.logger = RunLogger(self.run_dir, run_config["logger"], run_config, group=who["group"],
+                                tags=who["tags"], name=who["name"], run_id=wandb_id,
+                                identity=identity)
+
+    def _log_to_file(self) -> None:
+        path = (self.run_dir / "train.log").resolve()
+        root = logging.getLogger()
+        if not any(getattr(h, "baseFilename", None) == str(path) for h in root.handlers):
+            handler = logging.FileHandler(path)
+            handler.setFormatter(logging.Formatter(
+                "[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
+            root.addHandler(handler)
+        root.setLevel(logging.INFO)
+
+    @property
+    def run_id(self) -> str | None:
+        return self.logger.run_id if self.logger is not None else None
+
+    def summary(self, summary: dict) -> None:
+        """summary.json, replaced atomically."""
+        _write_json(self.run_dir / "summary.json", summary)
+
+    def truncate_after(self, step: int) -> None:
+        """Drop metric lines a killed run wrote after its last checkpoint."""
+        self.logger.truncate_after(step)
+
+    def log(self, metrics: dict, step: int) -> None:
+        self.logger.log(metrics, step)
+
+    def wandb_summary(self, values: dict) -> None:
+        self.logger.summary(values)
+
+    def checkpoint(self, name: str, model, **fields) -> None:
+        """checkpoints/<name>, written atomically (checkpoint.save_checkpoint's fields)."""
+        save_checkpoint(self.run_dir / "checkpoints" / name, model, **fields)
+
+    def samples(self, model, step: int, **options) -> float | None:
+        """Audio samples at this step (samples.write_samples); generation samples/s."""
+        return write_samples(model, self.run_dir, step, self.logger, **options)
+
+    def next_steps(self, final: dict) -> None:
+        """The closing lines: where everything is, and the commands that come next."""
+        run_dir, sync = self.run_dir, self.logger.sync_hint()
+        best = run_dir / "checkpoints" / "best.pt"
+        lines = ["", "Done: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                           for k, v in final.items()),
+                 f"  run directory  {run_dir}",
+                 f"  metrics        {run_dir / 'metrics.jsonl'}",
+                 f"  checkpoints    {run_dir / 'checkpoints'}/{{last,best}}.pt",
+                 f"  samples        {run_dir / 'samples'}/step_<N>/*.wav (+ .json, .png)",
+                 "Next:",
+                 f"  generate more  {command('generate')} checkpoint={best} num_samples=4 seconds=10",
+                 f"  train longer   {command('train')} hydra.run.dir={run_dir} train.max_steps=<more>",
+                 f"  evaluate       {command('evaluate')} checkpoint={best}",
+                 f"  compare runs   {command('compare')} {run_dir} <other run dirs>"]
+        if sync is not None:
+            lines.append(f"  sync to W&B    wandb sync {sync}   (every segment of the run)")
+        print("\n".join(lines), flush=True)
+
+    def progress_bar(self, max_steps: int, step: int) -> tqdm:
+        """The training bar on a terminal (none in a log file)."""
+        return tqdm(total=max_steps, initial=step, desc="train", unit="step",
+                    disable=not sys.stderr.isatty(), dynamic_ncols=True)
+
+    def finish(self, exit_code: int) -> None:
+        if self.logger is not None:
+            self.logger.finish(exit_code)
+
+
+class Silent:
+    """The writer of a process that is not the main one: every call does nothing (and
+    returns None); its console shows warnings and errors only, with no log file."""
+    run_id = None
+
+    def __init__(self):
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            if isinstance(handler, logging.FileHandler):
+                root.removeHandler(handler)
+                handler.close()
+        root.setLevel(logging.WARNING)
+
+    def progress_bar(self, max_steps: int, step: int) -> tqdm:
+        return tqdm(total=max_steps, initial=step, disable=True)
+
+    def __getattr__(self, name):  # every other method of RunWriter
+        return lambda *args, **kwargs: None
