@@ -7,7 +7,7 @@ requeued cluster job does) restores the config stored in its checkpoint. Only th
 `MUTABLE_ON_RESUME` may change then (how long to train, how often and how to evaluate, where
 to run, where the same data now lives); asking to change another key is refused, naming it,
 before anything is written. Keys the command line does not name keep the run's values, so
-`resume` needs none of the original overrides.
+`resume` needs none of the original overrides. `resume_path` says what a run resumes from.
 """
 
 from pathlib import Path
@@ -15,7 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from .data import ORDERS, PROTOCOLS, SPLITS
-from .errors import ConfigError, check_choice, check_int, check_number
+from .errors import AlreadyExists, ConfigError, NotFound, check_choice, check_int, check_number
 from .model import SampleRNNConfig
 
 MUTABLE_ON_RESUME = ("train.max_steps", "train.max_minutes", "train.log_every",
@@ -83,11 +83,11 @@ def _under(key: str, names) -> bool:
 def asked_keys() -> list[str] | None:
     """The config keys the command line names (Hydra's task overrides), or None when not
     launched by Hydra (the API: the whole config passed in counts as asked)."""
-    from hydra.core.hydra_config import HydraConfig
-    if not HydraConfig.initialized():
+    hc = hydra_runtime()
+    if hc is None:
         return None
     keys = []
-    for override in HydraConfig.get().overrides.task:
+    for override in hc.overrides.task:
         key = override.split("=", 1)[0].lstrip("+~")
         keys.append(key)
     return keys
@@ -113,3 +113,28 @@ def resumed_config(cfg: DictConfig, stored: dict, source: Path,
     for k in changed + [k for k in new if k not in old]:
         OmegaConf.update(merged, k, new[k], force_add=True)
     return merged
+
+
+def hydra_runtime():
+    """Hydra's runtime config when launched by Hydra, else None (the API)."""
+    from hydra.core.hydra_config import HydraConfig
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def resume_path(cfg: DictConfig, run_dir: Path) -> Path | None:
+    """resume=auto (default): the run directory's own last.pt, if any; false: a fresh start
+    into a directory that holds no run; a path: that checkpoint."""
+    last = run_dir / "checkpoints" / "last.pt"
+    if cfg.resume in (None, False, "false", "never"):
+        if last.exists():
+            raise AlreadyExists(f"{run_dir} already holds a run (checkpoints/last.pt) and resume="
+                                f"{cfg.resume}; drop resume= to continue it, or choose another "
+                                "hydra.run.dir")
+        return None
+    if cfg.resume == "auto":
+        return last if last.exists() else None
+    path = Path(cfg.resume)
+    if not path.is_file():
+        raise NotFound(f"resume={cfg.resume}: no such checkpoint; give the path of a .pt file, or "
+                       "resume=auto (the default) with hydra.run.dir=<run dir>")
+    return path

@@ -13,13 +13,14 @@ import logging
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from .checkpoint import save_checkpoint
 from .cli import command
 from .distributed import World
 from .logger import RunLogger
+from .runconfig import hydra_runtime
 from .samples import write_samples
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,23 @@ log = logging.getLogger(__name__)
 def for_process(world: World, run_dir: Path) -> "RunWriter | Silent":
     """The main process's writer of run_dir, or a Silent one for any other process."""
     return RunWriter(run_dir) if world.main else Silent()
+
+
+def identity(cfg: DictConfig, tiers: int, dataset_name: str, previous: dict) -> dict:
+    """What the run is, for people and W&B: preset, group, name (e.g. three_tier-s1, or
+    three_tier-authors-s1 with a variant) and tags. A resumed run keeps its own."""
+    hc = hydra_runtime()
+    choices = hc.runtime.choices if hc is not None else {}
+    preset = previous.get("preset") or choices.get("model") or "custom"
+    group = cfg.get("group") or cfg.get("experiment_name")
+    if hc is not None and str(hc.mode) == "RunMode.MULTIRUN":
+        sweep = Path(hc.sweep.dir)
+        group = f"{group or 'sweep'}-{sweep.parent.name}-{sweep.name}"
+    variant = choices.get("variant")
+    name = "-".join([preset] + ([variant] if variant else []) + [f"s{cfg.seed}"])
+    return {"preset": preset, "group": previous.get("group") or group or dataset_name,
+            "name": previous.get("name") or name,
+            "tags": [f"tiers={tiers}", f"preset={preset}", f"dataset={dataset_name}"]}
 
 
 def read_json(path: Path) -> dict:

@@ -41,13 +41,13 @@ from . import distributed, runwriter
 from .checkpoint import read_checkpoint, restore_rng
 from .data import Batch, PreparedDataset, train_loader
 from .device import autocast, pick_device
-from .errors import AlreadyExists, BadFile, NotFound, UserError
+from .errors import BadFile, NotFound, UserError
 from .evaluate import evaluate_nll
 from .interrupt import StopRequest, signal_name
 from .lock import DirLock
 from .model import SampleRNN
 from .quantize import nll_bits
-from .runconfig import asked_keys, check_config, resumed_config
+from .runconfig import asked_keys, check_config, hydra_runtime, resume_path, resumed_config
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def run(cfg: DictConfig, run_dir=None) -> dict:
             distributed.drop_stray_output_dir(mine, run_dir)
         # one writer: before anything is read or written there
         with world.only_main(DirLock(run_dir, "training")):
-            resume_from = _resume_path(cfg, run_dir)
+            resume_from = resume_path(cfg, run_dir)
             state = None
             if resume_from is not None:
                 state = read_checkpoint(resume_from, "cpu")
@@ -193,7 +193,7 @@ class Training:
         """config.yaml, the logger, summary.json (the main process); the clock starts."""
         cfg, model_cfg, dataset = self.cfg, self.model_cfg, self.dataset
         self.run_config = OmegaConf.to_container(cfg, resolve=True)
-        who = _identity(cfg, model_cfg.n_tiers, dataset.name, self.previous)
+        who = runwriter.identity(cfg, model_cfg.n_tiers, dataset.name, self.previous)
         identity = {"tiers": model_cfg.n_tiers, "preset": who["preset"],
                     "n_parameters": self.model.n_parameters(), "dataset": dataset.name}
         resumed = None if resume_from is None else f"{resume_from} at step {self.step}"
@@ -435,54 +435,13 @@ class Training:
 
 # -- the pieces a run is made of ------------------------------------------------------------
 
-def _hydra_runtime():
-    from hydra.core.hydra_config import HydraConfig
-    return HydraConfig.get() if HydraConfig.initialized() else None
-
-
 def _run_dir(cfg: DictConfig, run_dir) -> Path:
     if run_dir is not None:
         return Path(run_dir)
-    hc = _hydra_runtime()
+    hc = hydra_runtime()
     if hc is not None:
         return Path(hc.runtime.output_dir)
     raise ValueError("no run directory: call run(cfg, run_dir=...) or launch through Hydra")
-
-
-def _resume_path(cfg: DictConfig, run_dir: Path) -> Path | None:
-    """resume=auto (default): the run directory's own last.pt, if any; false: a fresh start
-    into a directory that holds no run; a path: that checkpoint."""
-    last = run_dir / "checkpoints" / "last.pt"
-    if cfg.resume in (None, False, "false", "never"):
-        if last.exists():
-            raise AlreadyExists(f"{run_dir} already holds a run (checkpoints/last.pt) and resume="
-                                f"{cfg.resume}; drop resume= to continue it, or choose another "
-                                "hydra.run.dir")
-        return None
-    if cfg.resume == "auto":
-        return last if last.exists() else None
-    path = Path(cfg.resume)
-    if not path.is_file():
-        raise NotFound(f"resume={cfg.resume}: no such checkpoint; give the path of a .pt file, or "
-                       "resume=auto (the default) with hydra.run.dir=<run dir>")
-    return path
-
-
-def _identity(cfg: DictConfig, tiers: int, dataset_name: str, previous: dict) -> dict:
-    """What the run is, for people and W&B: preset, group, name (e.g. three_tier-s1, or
-    three_tier-authors-s1 with a variant) and tags. A resumed run keeps its own."""
-    hc = _hydra_runtime()
-    choices = hc.runtime.choices if hc is not None else {}
-    preset = previous.get("preset") or choices.get("model") or "custom"
-    group = cfg.get("group") or cfg.get("experiment_name")
-    if hc is not None and str(hc.mode) == "RunMode.MULTIRUN":
-        sweep = Path(hc.sweep.dir)
-        group = f"{group or 'sweep'}-{sweep.parent.name}-{sweep.name}"
-    variant = choices.get("variant")
-    name = "-".join([preset] + ([variant] if variant else []) + [f"s{cfg.seed}"])
-    return {"preset": preset, "group": previous.get("group") or group or dataset_name,
-            "name": previous.get("name") or name,
-            "tags": [f"tiers={tiers}", f"preset={preset}", f"dataset={dataset_name}"]}
 
 
 def open_dataset(dataset_cfg) -> PreparedDataset:
