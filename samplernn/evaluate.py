@@ -102,11 +102,8 @@ def run(cfg: DictConfig) -> dict:
     check_int("seq_len", cfg.seq_len, minimum=1, optional=True)
     if cfg.protocol is not None:
         check_choice("protocol", cfg.protocol, PROTOCOLS)
-    world = distributed.join(str(cfg.device))
-    try:
+    with distributed.process_group(str(cfg.device)) as world:
         return _evaluate(cfg, world)
-    finally:
-        distributed.leave()
 
 
 def _evaluate(cfg: DictConfig, world: World) -> dict:

@@ -59,8 +59,7 @@ class Diverged(UserError):
 def run(cfg: DictConfig, run_dir=None) -> dict:
     """Train as configured; returns the final metrics (valid/test NLL in bits, steps)."""
     check_config(cfg)
-    world = distributed.join(str(cfg.device))
-    try:
+    with distributed.process_group(str(cfg.device)) as world:
         mine = _run_dir(cfg, run_dir)
         run_dir = world.broadcast(mine)  # the main process's clock names the run
         if not world.main:
@@ -77,8 +76,6 @@ def run(cfg: DictConfig, run_dir=None) -> dict:
                 return training.previous["final"]
             training.set_up(state, resume_from)
             return training.fit()
-    finally:
-        distributed.leave()
 
 
 @dataclass

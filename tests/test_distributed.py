@@ -176,6 +176,52 @@ def test_a_two_process_run_resumes_in_one_process_on_the_same_trajectory(tiny_da
         _close(_steps(run_dir, key), _steps(single, key))
 
 
+HANDED = r'''
+import torch
+import torch.distributed as dist
+from samplernn import distributed
+
+handed = []  # every tensor the collectives hand gloo
+real_all_reduce, real_all_gather = dist.all_reduce, dist.all_gather
+dist.all_reduce = lambda t, **kw: real_all_reduce(handed.append(t) or t, **kw)
+dist.all_gather = lambda parts, t, **kw: real_all_gather(handed.extend([*parts, t]) or parts, t, **kw)
+held = calls = 0
+torch.set_num_threads(1)
+with distributed.process_group("cpu") as world:
+    for _ in range(200):
+        world.sum(1.0, 2.0)
+        world.max(3.0)
+        world.gather_rows([torch.randn(1, 2, 8), torch.randn(1, 2, 8)])
+        held += sum(t._use_count() > 1 for t in handed)
+        calls += len(handed)
+        handed.clear()
+print("held", held, "of", calls, flush=True)
+'''
+
+
+def test_a_collective_returns_once_gloo_has_let_go_of_its_tensors(tmp_path):
+    """A gloo collective returns with its result while its worker thread may still hold the
+    tensors (1 call in 6, for up to 3 ms). A worker that drops the last reference to a
+    Python tensor needs the GIL: after a process's last collective, with the interpreter
+    already exiting, that aborted the process (SIGABRT, "terminate called without an active
+    exception"; once in 15 runs of the two-task signal test on a loaded machine), and a
+    DDP-held group's threads outlive destroy_process_group. So World's collectives return
+    only once gloo holds none of their tensors."""
+    script = tmp_path / "handed.py"
+    script.write_text(HANDED)
+    port = str(_port())
+    procs = [subprocess.Popen([sys.executable, str(script)], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True,
+                              env={**ENV, "RANK": str(rank), "LOCAL_RANK": str(rank),
+                                   "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+                                   "MASTER_PORT": port})
+             for rank in range(2)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out
+        assert "held 0 of 1600" in out, out  # 200 x (sum, max, 2 x gather of 2 + 1)
+
+
 def test_evaluation_split_between_processes_equals_one_process(single, tmp_path):
     ckpt = single / "checkpoints" / "best.pt"
     outs = []
