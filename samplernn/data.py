@@ -15,11 +15,14 @@ state carried through whole files, or (`piece_samples`, the paper's protocol) th
 """
 
 
+import contextlib
 import hashlib
 import heapq
 import json
 import math
 import signal
+import threading
+import time
 from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple
@@ -29,7 +32,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from samplernn.audio import pcm16_to_float
-from samplernn.errors import BadFile, ConfigError, NotFound
+from samplernn.errors import BadFile, ConfigError, NotFound, UserError
 from samplernn.interrupt import STOP_SIGNALS
 from samplernn.quantize import quantize
 
@@ -40,38 +43,75 @@ PROTOCOLS = ("files", "paper")
 
 
 class PreparedDataset:
-    """A folder written by `prepare`: manifest.json + samples.npy (int16, memory-mapped)."""
+    """A folder written by `prepare`: manifest.json + samples.npy (int16, memory-mapped).
+
+    Both are checked when it is opened, before any data-loading worker starts: the manifest's
+    keys, samples.npy's format, dtype and length, and every file's place in it. The samples
+    stay mapped from then on, so a run reads one version of its data even if the folder is
+    replaced under it (prepare refuses to replace a dataset in use: lock.InUse)."""
 
     def __init__(self, path):
         self.path = Path(path)
-        hint = (f"prepare it first: python datasets/prepare.py source=<folder> "
-                f"name={self.path.name} (or out_dir={self.path})")
+        self.manifest = {}
         manifest_path, samples_path = self.path / "manifest.json", self.path / "samples.npy"
         if not manifest_path.is_file() or not samples_path.is_file():
             raise NotFound(f"{self.path} is not a prepared dataset (needs manifest.json "
-                           f"and samples.npy); {hint}")
+                           f"and samples.npy); prepare it first: python datasets/prepare.py "
+                           f"source=<folder> name={self.path.name} (or out_dir={self.path})")
         try:
             self.manifest = json.loads(manifest_path.read_text())
         except json.JSONDecodeError as err:
-            raise BadFile(f"{manifest_path} is not valid JSON ({err}); {hint} "
-                          "with overwrite=true") from None
-        if self.manifest.get("version") != MANIFEST_VERSION:
-            raise BadFile(f"{manifest_path} has version {self.manifest.get('version')}, this "
-                          f"code reads version {MANIFEST_VERSION}; {hint} with overwrite=true")
+            raise BadFile(f"{manifest_path} is not valid JSON ({err}); {self._hint}") from None
+        if not isinstance(self.manifest, dict) or self.manifest.get("version") != MANIFEST_VERSION:
+            version = self.manifest.get("version") if isinstance(self.manifest, dict) else None
+            raise BadFile(f"{manifest_path} has version {version}, this code reads version "
+                          f"{MANIFEST_VERSION}; {self._hint}")
+        missing = [k for k in ("sample_rate", "n_samples", "files") if k not in self.manifest]
+        if missing:
+            raise BadFile(f"{manifest_path} lacks {', '.join(missing)}; {self._hint}")
         self.sample_rate = int(self.manifest["sample_rate"])
-        self._samples = None
+        self._samples = self._open_samples(samples_path)
+        self._check_files(manifest_path)
+
+    @property
+    def _hint(self) -> str:
+        source = self.manifest.get("source_dir", "<folder>") if isinstance(self.manifest, dict) \
+            else "<folder>"
+        return (f"prepare it again: python datasets/prepare.py source={source} "
+                f"out_dir={self.path} overwrite=true")
+
+    def _open_samples(self, path: Path) -> np.ndarray:
+        n = self.manifest["n_samples"]
+        try:
+            samples = np.load(path, mmap_mode="r")
+        except (ValueError, OSError, EOFError) as err:  # not .npy, pickled, or cut short
+            size = path.stat().st_size
+            raise BadFile(f"{path} is not the int16 array of {n} samples its manifest says "
+                          f"({size} bytes; {' '.join(str(err).split())}); {self._hint}") from None
+        if samples.dtype != np.int16 or samples.shape != (n,):
+            raise BadFile(f"{path} holds {samples.dtype} {samples.shape}, the manifest says "
+                          f"int16 ({n},); {self._hint}")
+        return samples
+
+    def _check_files(self, manifest_path: Path) -> None:
+        n = self.manifest["n_samples"]
+        for i, f in enumerate(self.manifest["files"]):
+            try:
+                ok = (0 <= f["offset"] and 0 < f["n_samples"] and f["offset"] + f["n_samples"] <= n
+                      and f["split"] in SPLITS)
+            except (KeyError, TypeError):
+                ok = False
+            if not ok:
+                name = f.get("source", "?") if isinstance(f, dict) else repr(f)
+                raise BadFile(f"{manifest_path}: file entry {i} ({name}) does not lie within "
+                              f"samples.npy's {n} samples (offset, n_samples, split); "
+                              f"{self._hint}")
 
     @property
     def samples(self) -> np.ndarray:
         """int16 memmap [n_samples]: all files concatenated (wav = samples / 32768)."""
-        if self._samples is None:
-            samples = np.load(self.path / "samples.npy", mmap_mode="r")
-            if samples.dtype != np.int16 or samples.shape != (self.manifest["n_samples"],):
-                raise BadFile(f"{self.path / 'samples.npy'} holds {samples.dtype} "
-                              f"{samples.shape}, the manifest says int16 "
-                              f"({self.manifest['n_samples']},); prepare it again with "
-                              "overwrite=true")
-            self._samples = samples
+        if self._samples is None:  # a worker process that was handed a pickled copy
+            self._samples = self._open_samples(self.path / "samples.npy")
         return self._samples
 
     @property
@@ -382,6 +422,59 @@ def _leave_signals_to_the_main_process(worker_id: int) -> None:
     main process finishes its step, checkpoints and then ends the workers itself."""
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
+
+
+class WorkerDied(UserError, RuntimeError):
+    """A data-loading worker process ended from outside (e.g. killed for lack of memory)."""
+
+
+@contextlib.contextmanager
+def batches(loader: DataLoader):
+    """with batches(loader) as stream: for batch in stream: ...
+
+    Whatever ends the loop (its end, a stop, an error), the loader's worker processes are
+    ended on the way out. They ignore stop signals (a cluster's are the main process's to
+    handle), so workers left waiting by an iterator that an error's traceback still holds
+    would keep the process alive at exit forever. A worker killed from outside is one line:
+    torch's SIGCHLD handler, which raises wherever the main process happens to be (inside a
+    log call, say), is set aside while the loop runs; the loader itself notices a dead
+    worker within seconds at its next batch.
+    """
+    stream = iter(loader)
+    workers = list(getattr(stream, "_workers", []))
+    previous = None
+    if workers and threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    try:
+        yield stream
+    except Exception as error:
+        dead = _dead(workers, wait_s=2.0 if isinstance(error, (OSError, EOFError, RuntimeError))
+                     else 0.0)  # a queue that broke: its worker may be a moment from dead
+        if not dead:
+            raise
+        how = ", ".join(f"pid {w.pid} " + (f"killed by {signal.Signals(-w.exitcode).name}"
+                                           if w.exitcode < 0 else f"exit status {w.exitcode}")
+                        for w in dead)
+        raise WorkerDied(f"a data-loading worker process died ({how}), most often for lack of "
+                         "memory; the same command resumes from the last checkpoint "
+                         "(dataset.num_workers=0 loads data in the training process itself)"
+                         ) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGCHLD, previous)
+        shutdown = getattr(stream, "_shutdown_workers", None)  # none without workers
+        if shutdown is not None:
+            shutdown()
+
+
+def _dead(workers: list, wait_s: float) -> list:
+    """The worker processes that have ended (killed, or exited with an error)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        dead = [w for w in workers if w.exitcode not in (None, 0)]
+        if dead or time.monotonic() >= deadline:
+            return dead
+        time.sleep(0.05)
 
 
 def train_loader(dataset: PreparedDataset, batch_size: int, seq_len: int, lookback: int,
