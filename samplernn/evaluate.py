@@ -23,6 +23,7 @@ from .data import PROTOCOLS, SPLITS, PreparedDataset, eval_loader, eval_runs
 from .device import autocast, pick_device
 from .distributed import World
 from .errors import BadFile, ConfigError, check_choice, check_int
+from .lock import InUse
 from .model import SampleRNN
 from .quantize import nll_bits
 
@@ -107,6 +108,10 @@ def run(cfg: DictConfig) -> dict:
 
 
 def _evaluate(cfg: DictConfig, world: World) -> dict:
+    out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).with_name(
+        f"eval_{cfg.split}_{Path(cfg.checkpoint).stem}.json")
+    if out.is_dir():
+        raise ConfigError(f"out={out} is a folder; give the path of the JSON file to write")
     device = distributed.device(world, pick_device(cfg.device, cfg.get("threads")))
     model, info = load_checkpoint(cfg.checkpoint, device)
     run_cfg = info["run_config"]
@@ -116,21 +121,25 @@ def _evaluate(cfg: DictConfig, world: World) -> dict:
     if not cfg.dataset.path and trained_on and trained_on["fingerprint"] != dataset.fingerprint:
         raise BadFile(f"{path} is no longer the data {cfg.checkpoint} was trained on (its manifest "
                       "changed); give dataset.path=<prepared data> to evaluate on other data")
-    out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).with_name(
-        f"eval_{cfg.split}_{Path(cfg.checkpoint).stem}.json")
+    rate = info.get("sample_rate")
+    if rate and rate != dataset.sample_rate:
+        raise BadFile(f"{cfg.checkpoint} models {rate} Hz audio and {path} holds "
+                      f"{dataset.sample_rate} Hz: prepare the data with sample_rate={rate}")
     tmp = out.with_name(out.name + ".tmp")
     if world.main:
         tmp.write_text("")  # a folder we cannot write to says so now, not after the evaluation
     try:
         seq_len = cfg.seq_len or run_cfg["eval"]["seq_len"]
         protocol = cfg.protocol or run_cfg["eval"].get("protocol", "files")
-        result = evaluate_nll(model, dataset, cfg.split, cfg.batch_size, seq_len, device,
-                              cfg.precision, protocol, world=world)
+        with world.only_main(InUse(dataset.path, f"evaluating {cfg.checkpoint}")):
+            result = evaluate_nll(model, dataset, cfg.split, cfg.batch_size, seq_len, device,
+                                  cfg.precision, protocol, world=world)
         if not math.isfinite(result["nll_bits"]):
             raise BadFile(f"the NLL of {cfg.checkpoint} on {path} is {result['nll_bits']}: the "
                           "model's outputs are not finite (try precision=fp32)")
         result.update(split=cfg.split, dataset=str(path), checkpoint=str(cfg.checkpoint),
-                      step=info["step"], n_parameters=model.n_parameters(), processes=world.size)
+                      step=info["step"], n_parameters=model.n_parameters(), processes=world.size,
+                      sample_rate=dataset.sample_rate)
         if world.main:
             tmp.write_text(json.dumps(result, indent=2) + "\n")
             tmp.replace(out)

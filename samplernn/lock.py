@@ -56,3 +56,89 @@ class DirLock:
             self.file.unlink(missing_ok=True)  # while still held: nothing is left behind
             os.close(self._fd)  # closing releases the lock
             self._fd = None
+
+
+def held(path) -> bool | None:
+    """Whether a live process holds the DirLock of directory `path` now (None: cannot tell,
+    e.g. a folder copied without its lock file's permissions)."""
+    file = Path(path) / ".lock"
+    try:
+        fd = os.open(file, os.O_RDONLY)
+    except FileNotFoundError:
+        return False  # its holder removed it on the way out, or there never was one
+    except OSError:
+        return None
+    try:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        if holder == str(os.getpid()):
+            return True  # ours (testing it would release it: POSIX locks are per process)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except (BlockingIOError, PermissionError):
+            return True
+        except OSError:
+            return None
+    finally:
+        os.close(fd)
+
+
+class InUse:
+    """A mark that this process reads `path` (a prepared dataset), for as long as it lives:
+    `.in_use/<pid>` inside it, naming the reader (e.g. "training runs/2026-12-07/10-00-00"),
+    under a lock the operating system releases when the process ends. `readers(path)` lists
+    the live ones, so that prepare refuses to replace a dataset a run is reading.
+
+    The mark is made under the lock prepare holds while it writes (DirLock beside=True), so
+    a dataset cannot be replaced between the check and the mark. Where the folder is not
+    writable (shared read-only storage), there is no mark: nothing here can replace it.
+    """
+
+    def __init__(self, path, reader: str):
+        self.path, self.reader = Path(path), reader
+        self._fd, self.file = None, self.path / ".in_use" / str(os.getpid())
+
+    def __enter__(self) -> "InUse":
+        try:
+            with DirLock(self.path, "prepare", beside=True):
+                self.file.parent.mkdir(exist_ok=True)
+                fd = os.open(self.file, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.write(fd, self.reader.encode())
+                self._fd = fd
+        except AlreadyExists:  # prepare is writing it now
+            raise
+        except OSError:  # a read-only folder: it cannot be replaced from here either
+            self._fd = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            self.file.unlink(missing_ok=True)
+            os.close(self._fd)
+            self._fd = None
+            try:  # the last reader leaves no folder behind
+                with DirLock(self.path, "prepare", beside=True):
+                    self.file.parent.rmdir()
+            except OSError:  # another reader's mark is there, or prepare is writing
+                pass
+
+
+def readers(path) -> list[str]:
+    """What reads `path` now (InUse marks whose process lives); stale marks are removed."""
+    found = []
+    folder = Path(path) / ".in_use"
+    for mark in sorted(folder.glob("*")) if folder.is_dir() else []:
+        try:
+            fd = os.open(mark, os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            mark.unlink(missing_ok=True)  # its process has ended
+        except (BlockingIOError, PermissionError):
+            text = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+            found.append(f"{text or 'a process'} (pid {mark.name})")
+        finally:
+            os.close(fd)
+    return found
