@@ -9,8 +9,10 @@ wav = pcm16 / 32768. Long files are decoded and resampled block by block
 resampling the whole file at once.
 """
 
+import contextlib
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Iterator
 
@@ -29,6 +31,10 @@ _MAGIC = (b"RIFF", b"RIFX", b"RF64", b"fLaC", b"OggS", b"FORM", b"ID3", b"caff",
 _BLOCK_FRAMES = 1 << 18           # input frames decoded per block
 _LOWPASS_WIDTH = 6                # torchaudio.functional.resample defaults
 _ROLLOFF = 0.99
+
+
+class WriteError(UserError):
+    """An audio file that could not be written (a full disk, a folder we may not write)."""
 
 
 class AudioError(UserError):
@@ -99,19 +105,28 @@ def _context_frames(orig_rate: int, new_rate: int) -> tuple[int, int, int]:
 
 
 def _decoded_blocks(path: Path, block_frames: int) -> Iterator[np.ndarray]:
-    """Mono float32 blocks [block_frames] (the last one shorter) at the file's own rate."""
+    """Mono float32 blocks [block_frames] (the last one shorter) at the file's own rate. A
+    file holding NaN or infinite values (a damaged float file) is an AudioError: patching
+    them would hide the damage."""
     try:
         with sf.SoundFile(str(path)) as f:
+            done = 0
             while True:
                 block = f.read(block_frames, dtype="float32", always_2d=True)
                 if len(block) == 0:
                     return
+                bad = ~np.isfinite(block).all(axis=1)
+                if bad.any():
+                    raise AudioError(path, "bad_samples", f"it holds NaN or infinite values "
+                                     f"(first at frame {done + int(np.argmax(bad))}): the file is "
+                                     "damaged; repair or remove it")
                 mono = block[:, 0].copy()
                 for c in range(1, block.shape[1]):      # column sums: much faster than mean(axis=1)
                     mono += block[:, c]
                 if block.shape[1] > 1:
                     mono *= np.float32(1.0 / block.shape[1])
-                yield np.nan_to_num(mono, nan=0.0, posinf=1.0, neginf=-1.0)
+                yield mono
+                done += len(block)
                 if len(block) < block_frames:
                     return
     except AudioError:
@@ -224,8 +239,9 @@ class WavStreamWriter:
 
     def __enter__(self) -> "WavStreamWriter":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = sf.SoundFile(str(self._partial), mode="w", samplerate=self.sample_rate,
-                                  channels=1, format="WAV", subtype="PCM_16")
+        with self._said():
+            self._file = sf.SoundFile(str(self._partial), mode="w", samplerate=self.sample_rate,
+                                      channels=1, format="WAV", subtype="PCM_16")
         return self
 
     def write(self, wav) -> None:
@@ -233,13 +249,33 @@ class WavStreamWriter:
         if self._file is None:
             raise RuntimeError(f"WavStreamWriter({self.path}) is not open; use it in a with block")
         pcm = float_to_pcm16(wav).reshape(-1)
-        self._file.write(pcm)
+        with self._said():
+            self._file.write(pcm)
         self.n_samples += len(pcm)
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self._file.close()
-        self._file = None
-        if exc_type is None:
-            os.replace(self._partial, self.path)
-        else:
+        try:
+            with self._said():
+                self._file.close()
+        except WriteError:
+            if exc_type is None:
+                raise
+        finally:
+            self._file = None
+            if exc_type is None and self._partial.exists():
+                os.replace(self._partial, self.path)
+            else:
+                self._partial.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def _said(self):
+        """libsndfile's failures ("System error") as one line naming the file."""
+        try:
+            yield
+        except (sf.LibsndfileError, RuntimeError) as error:
             self._partial.unlink(missing_ok=True)
+            free = shutil.disk_usage(self.path.parent).free
+            why = "the disk is full: free some space or write elsewhere" if free < (1 << 20) \
+                else "check the folder and its permissions"
+            raise WriteError(f"could not write {self.path} ({' '.join(str(error).split())}): "
+                             f"{why}") from None

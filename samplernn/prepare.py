@@ -8,8 +8,9 @@ Output (written to a hidden temporary folder beside `out_dir`, renamed at the en
     manifest.json  version, name, sample_rate, n_samples, split_mode, options, files
                    (source, sha256, offset, n_samples, seconds, split[, block]), splits, inputs.
     report.json    what was skipped and why (reasons: empty, not_audio, unreadable,
-                   too_short, silent, bad_samples; a folder that cannot be read is an
-                   entry ending in "/"), counts by reason.
+                   too_short, silent, bad_samples: NaN, infinite or absurd values; a folder
+                   that cannot be read is an entry ending in "/"), counts by reason, and the
+                   files whose values beyond +-1 were clipped (before normalising).
 
 Every regular file under the folder is tried once (hidden files and folders are ignored;
 symbolic links are followed, but a file reached twice is taken once and link loops are cut);
@@ -23,13 +24,17 @@ file for each split with a fraction > 0); when there are too few files for that,
 file is cut into contiguous time blocks and the blocks are split instead.
 """
 
+import contextlib
 import errno
 import hashlib
 import json
 import multiprocessing as mp
 import os
+import select
 import shutil
+import signal
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -40,8 +45,11 @@ from tqdm import tqdm
 
 from samplernn.audio import AudioError, audio_info, float_to_pcm16, iter_audio_blocks
 from samplernn.data import MANIFEST_VERSION, SPLITS  # the reader's format: one definition
-from samplernn.errors import AlreadyExists, BadFile, ConfigError, NotFound
-from samplernn.lock import DirLock
+from samplernn.errors import (AlreadyExists, BadFile, ConfigError, NotFound, check_int,
+                             check_number)
+from samplernn.interrupt import STOP_SIGNALS, Stopped, abort_on_signals, signal_name
+from samplernn.lock import DirLock, readers
+
 NORMALIZE = ("none", "peak", "minmax")
 PEAK_LEVEL = 0.99
 MAX_AMPLITUDE = 1000.0  # decoded values beyond this (or non-finite) mean a damaged file
@@ -111,14 +119,15 @@ def _walk(source: Path, exclude: Path) -> tuple[list[tuple[str, Path]], list[dic
 
 
 def _to_pcm16(f32_path: Path, pcm_path: Path, n: int, peak: float, opts: dict) -> None:
-    """Normalise the decoded float32 part [n] and write it as raw int16 [n]."""
+    """Normalise the decoded float32 part [n] and write it as raw int16 [n]. Values beyond
+    +-1 are clipped first (peak: of the clipped audio)."""
     x = np.memmap(f32_path, dtype=np.float32, mode="r", shape=(n,))
     mode = opts["normalize"]
     chunk = max(1, round(opts["chunk_seconds"] * opts["sample_rate"]))
     step = chunk if mode == "minmax" else _BLOCK
     with open(pcm_path, "wb") as out:
         for a in range(0, n, step):
-            y = np.asarray(x[a:a + step], dtype=np.float32)
+            y = np.clip(np.asarray(x[a:a + step], dtype=np.float32), -1.0, 1.0)
             if mode == "peak":
                 y = y * np.float32(PEAK_LEVEL / peak)
             elif mode == "minmax":
@@ -140,25 +149,29 @@ def _decode_file(index: int, path: Path, part: Path, opts: dict) -> dict:
         rec.update(source_rate=info["sample_rate"], source_channels=info["channels"])
         if info["seconds"] < min_s:
             raise AudioError(path, "too_short", f"{info['seconds']:.3f} s < min_seconds={min_s}")
-        n, peak = 0, 0.0
+        n, peak, n_over = 0, 0.0, 0  # NaN and infinities are the decoder's AudioError
         with open(f32, "wb") as f:
             for block in iter_audio_blocks(path, sr):
                 f.write(block.astype(np.float32, copy=False).tobytes())
                 n += len(block)
-                peak = max(peak, float(np.abs(block).max(initial=0.0)))  # NaN stays NaN
+                magnitude = np.abs(block)
+                peak = max(peak, float(magnitude.max(initial=0.0)))
+                n_over += int(np.count_nonzero(magnitude > 1.0))
         if n == 0:
             raise AudioError(path, "empty", "the file decoded to 0 samples")
-        if not peak <= MAX_AMPLITUDE:
+        if peak > MAX_AMPLITUDE:
             raise AudioError(path, "bad_samples", f"it holds sample values up to {peak:.3g} "
-                             f"(non-finite, or beyond +-{MAX_AMPLITUDE:g} where audio is within "
-                             "+-1): the file is damaged; repair or remove it")
+                             f"(beyond +-{MAX_AMPLITUDE:g} where audio is within +-1): the file "
+                             "is damaged; repair or remove it")
         if n / sr < min_s:
             raise AudioError(path, "too_short", f"{n / sr:.3f} s < min_seconds={min_s}")
         if peak < 10 ** (opts["silence_db"] / 20):
             raise AudioError(path, "silent", f"peak {peak:.2e} is below silence_db="
                              f"{opts['silence_db']} dBFS")
-        _to_pcm16(f32, part, n, peak, opts)
+        _to_pcm16(f32, part, n, min(peak, 1.0), opts)
         rec.update(kept=True, n_samples=n, peak=round(peak, 6))
+        if n_over:  # clipped to +-1 before normalising: one outlier must not silence the file
+            rec.update(clipped=n_over)
     except AudioError as err:
         rec.update(kept=False, reason=err.reason, detail=err.detail)
     except Exception as err:  # a file must never stop the run; say what happened instead
@@ -181,12 +194,57 @@ def _one_torch_thread() -> int:
     return before
 
 
-def _pool(n_workers: int) -> ProcessPoolExecutor:
-    # forkserver: a fresh server process forks the workers, so no OpenMP state of the
-    # caller (a trainer that already ran torch) is inherited; torch is imported once there.
+def _worker_init(prepare_pid: int) -> None:
+    """A decoding worker: one torch thread; stop signals are prepare's to handle (it ends the
+    workers itself); and it ends when prepare ends, however it ends (kill -9 included)."""
+    _one_torch_thread()
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    threading.Thread(target=_exit_with, args=(prepare_pid,), daemon=True).start()
+
+
+def _exit_with(pid: int) -> None:
+    """Wait for process `pid` to end, then end this one. Its workers are the forkserver's
+    children, not prepare's, and each holds the pipe that keeps the forkserver alive: without
+    this they would outlive a killed prepare, and so would the forkserver."""
+    try:
+        fd = os.pidfd_open(pid)  # Linux: readable once the process has ended
+        select.select([fd], [], [])
+    except (AttributeError, OSError):
+        while _running(pid):
+            time.sleep(1.0)
+    os._exit(1)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat") as f:  # a killed process not yet reaped has ended too
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+
+
+@contextlib.contextmanager
+def _pool(n_workers: int):
+    """A pool of decoding workers, ended at once (not waited for) when anything stops prepare.
+
+    forkserver: a fresh server process forks the workers, so no OpenMP state of the caller
+    (a trainer that already ran torch) is inherited; torch is imported once there."""
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["samplernn.prepare"])
-    return ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_one_torch_thread)
+    ex = ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_worker_init,
+                             initargs=(os.getpid(),))
+    try:
+        yield ex
+    except BaseException:
+        for process in list((getattr(ex, "_processes", None) or {}).values()):
+            process.kill()
+        ex.shutdown(wait=False, cancel_futures=True)
+        raise
+    ex.shutdown(wait=True)
 
 
 def _decode_all(jobs: list[tuple], num_workers: int) -> list[dict]:
@@ -264,7 +322,8 @@ def _assign_splits(kept: list[dict], opts: dict) -> tuple[list[dict], str]:
     for r in kept:
         items.append({"source": r["source"], "sha256": r["sha256"], "offset": offset,
                       "n_samples": r["n_samples"], "source_rate": r["source_rate"],
-                      "source_channels": r["source_channels"], "peak": r["peak"]})
+                      "source_channels": r["source_channels"], "peak": r["peak"],
+                      **({"clipped": r["clipped"]} if r.get("clipped") else {})})
         offset += r["n_samples"]
     mode = "by_file" if len(items) >= n_splits else "time_blocks"
     if mode == "time_blocks":
@@ -326,6 +385,10 @@ def _print_summary(manifest: dict, report: dict, out_dir: Path) -> None:
     if report["n_skipped"]:
         counts = ", ".join(f"{r} {n}" for r, n in report["counts"].items())
         print(f"  skipped {report['n_skipped']}: {counts} (details in {out_dir / 'report.json'})")
+    if report.get("clipped"):
+        n = sum(r["clipped"] for r in report["clipped"])
+        print(f"  clipped {n} sample values beyond +-1 to +-1 in {len(report['clipped'])} files "
+              f"(before normalize={o['normalize']}; details in {out_dir / 'report.json'})")
 
 
 def _check_options(source: Path, opts: dict) -> None:
@@ -337,10 +400,19 @@ def _check_options(source: Path, opts: dict) -> None:
     if not (0 <= vf < 1 and 0 <= tf < 1 and vf + tf < 1):
         raise ConfigError(f"valid_fraction={vf}, test_fraction={tf}: each must be in [0, 1) and "
                          "their sum below 1, leaving files for training")
-    if opts["sample_rate"] <= 0 or opts["chunk_seconds"] <= 0 or opts["min_seconds"] < 0:
-        raise ConfigError(f"sample_rate={opts['sample_rate']}, chunk_seconds={opts['chunk_seconds']}"
-                          f", min_seconds={opts['min_seconds']}: the first two must be positive, "
-                          "min_seconds >= 0")
+    check_int("sample_rate", opts["sample_rate"], minimum=1)
+    check_number("chunk_seconds", opts["chunk_seconds"], above=0)
+    check_number("min_seconds", opts["min_seconds"], minimum=0)
+    check_number("silence_db", opts["silence_db"])
+
+
+def _check_not_in_use(out_dir: Path) -> None:
+    """A dataset a run reads is not replaced under it (the run would train on the old data
+    and validate on the new)."""
+    using = readers(out_dir)
+    if using:
+        raise AlreadyExists(f"{out_dir} is in use: {'; '.join(using)} reads it; wait for it "
+                            "to end, or prepare into another name=/out_dir=")
 
 
 def prepare(source, out_dir, sample_rate: int = 16000, normalize: str = "none",
@@ -375,6 +447,7 @@ def _prepare(source: Path, out_dir: Path, opts: dict, overwrite: bool, num_worke
         if not overwrite:
             raise AlreadyExists(f"{out_dir} was prepared from other inputs or options; pass "
                                 "overwrite=true to replace it, or choose another name=/out_dir=")
+        _check_not_in_use(out_dir)
     elif out_dir.exists() and any(out_dir.iterdir()):
         raise AlreadyExists(f"{out_dir} exists and is not a prepared dataset (no manifest.json); "
                             "refusing to write into it: choose another name=/out_dir=")
@@ -419,6 +492,8 @@ def _prepare(source: Path, out_dir: Path, opts: dict, overwrite: bool, num_worke
                   "n_kept": len(kept), "n_skipped": len(skipped), "counts": counts,
                   "skipped": [{k: r.get(k) for k in ("source", "reason", "detail")}
                               for r in skipped],
+                  "clipped": [{"source": r["source"], "clipped": r["clipped"], "peak": r["peak"]}
+                              for r in kept if r.get("clipped")],
                   "elapsed_seconds": round(time.time() - t0, 3)}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         (tmp / "report.json").write_text(json.dumps(report, indent=1))
@@ -454,12 +529,22 @@ def run(cfg) -> dict:
         out_dir = Path("data") / str(cfg.name)
     else:
         raise ConfigError("say where to write: name=<name> (-> data/<name>) or out_dir=<folder>")
-    return prepare(base / Path(cfg.source).expanduser(), base / out_dir.expanduser(),
-                   sample_rate=cfg.sample_rate, normalize=cfg.normalize,
-                   valid_fraction=cfg.valid_fraction, test_fraction=cfg.test_fraction,
-                   seed=cfg.seed, min_seconds=cfg.min_seconds, overwrite=cfg.overwrite,
-                   num_workers=cfg.num_workers, chunk_seconds=cfg.chunk_seconds,
-                   silence_db=cfg.silence_db)
+    out_dir = base / out_dir.expanduser()
+    try:
+        with abort_on_signals():  # SIGTERM & co. unwind like Ctrl-C: the partial folder goes
+            return prepare(base / Path(cfg.source).expanduser(), out_dir,
+                           sample_rate=cfg.sample_rate, normalize=cfg.normalize,
+                           valid_fraction=cfg.valid_fraction, test_fraction=cfg.test_fraction,
+                           seed=cfg.seed, min_seconds=cfg.min_seconds, overwrite=cfg.overwrite,
+                           num_workers=cfg.num_workers, chunk_seconds=cfg.chunk_seconds,
+                           silence_db=cfg.silence_db)
+    except (KeyboardInterrupt, Stopped) as stop:
+        name = "SIGINT" if isinstance(stop, KeyboardInterrupt) else signal_name(stop.signum)
+        state = "as it was" if (out_dir / "manifest.json").exists() else "not written"
+        print(f"stopped by {name}: nothing was written, {out_dir} is {state}", file=sys.stderr,
+              flush=True)
+        stop.said = True  # the command's one line (cli.py adds none)
+        raise
 
 
 if __name__ == "__main__":  # python -m samplernn.prepare: the same app as samplernn-prepare
