@@ -24,6 +24,7 @@ from .audio import AudioError, WavStreamWriter, iter_audio_blocks
 from .checkpoint import load_checkpoint
 from .device import pick_device
 from .errors import ConfigError, NotFound, check_choice, check_int, check_number
+from .lock import DirLock
 from .interrupt import Stopped, abort_on_signals
 from .quantize import dequantize, quantize
 from .sampler import BACKENDS, PERSISTENT_MAX_STREAMS, PRECISIONS, Sampler
@@ -78,11 +79,35 @@ def load_prime(path, seconds: float | None, sample_rate: int, q_type: str, q_lev
     return quantize(torch.from_numpy(wav), q_type, q_levels)[None]
 
 
-def _out_dir(cfg: DictConfig) -> Path:
+@contextlib.contextmanager
+def _output_folder(cfg: DictConfig, started: list):
+    """The folder this command writes, its own while it runs: by default a new one,
+    <run dir>/generated/<time> (with -2, -3, ... if another command made that one in the
+    same second); out_dir= is locked against a second generate writing there. A folder the
+    command made for a generation that never started (`started` stays empty: an option the
+    sampler refused) is removed."""
     if cfg.out_dir:
-        return Path(cfg.out_dir)
-    run_dir = Path(cfg.checkpoint).resolve().parent.parent
-    return run_dir / "generated" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+        folder, made = Path(cfg.out_dir), not Path(cfg.out_dir).exists()
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"out_dir={folder} is a file; give a folder for the WAV files")
+    else:
+        generated = Path(cfg.checkpoint).resolve().parent.parent / "generated"
+        stem, n = datetime.now().strftime("%Y-%m-%d_%H-%M-%S"), 1
+        generated.mkdir(parents=True, exist_ok=True)
+        while True:
+            folder = generated / (stem if n == 1 else f"{stem}-{n}")
+            try:
+                folder.mkdir()  # atomic: two commands never get the same folder
+                break
+            except FileExistsError:
+                n += 1
+        made = True
+    try:
+        with DirLock(folder, "generate"):
+            yield folder
+    finally:
+        if made and not started and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def run(cfg: DictConfig) -> list[Path]:
@@ -96,22 +121,29 @@ def run(cfg: DictConfig) -> list[Path]:
     if cfg.prime:
         prime = load_prime(cfg.prime, cfg.prime_seconds, rate, mc.q_type, mc.q_levels)
     length = int(round(cfg.seconds * rate))
+    if length < 1:
+        raise ConfigError(f"seconds={cfg.seconds} is less than one sample at {rate} Hz; give "
+                          f"at least {1 / rate:.2g}")
     block = max(model.lookback, int(cfg.block_seconds * rate) // model.lookback * model.lookback)
-    out_dir = _out_dir(cfg)  # made when the first sampler is built: a bad option leaves none
-    written = []
-    try:
-        with abort_on_signals():  # SIGTERM & co. unwind like Ctrl-C: no .partial file stays
-            _generate(cfg, model, info, device, temps, prime, length, block, rate, out_dir, written)
-    except (KeyboardInterrupt, Stopped):
-        print(f"stopped: {len(written)} finished files in {out_dir}, nothing half-written",
-              file=sys.stderr, flush=True)
-        raise
+    written, started = [], []
+    with _output_folder(cfg, started) as out_dir:
+        try:
+            with abort_on_signals():  # SIGTERM & co. unwind like Ctrl-C: no .partial file stays
+                _generate(cfg, model, info, device, temps, prime, length, block, rate, out_dir,
+                          written, started)
+        except (KeyboardInterrupt, Stopped) as stop:
+            print(f"stopped: {len(written)} finished files in {out_dir}, nothing half-written",
+                  file=sys.stderr, flush=True)
+            stop.said = True  # the command's one line (cli.py adds none)
+            raise
     print(f"{len(written)} files in {out_dir}")
     return written
 
 
-def _generate(cfg, model, info, device, temps, prime, length, block, rate, out_dir, written):
-    """Every temperature's files, batch by batch; `written` grows as files are finished."""
+def _generate(cfg, model, info, device, temps, prime, length, block, rate, out_dir, written,
+              started):
+    """Every temperature's files, batch by batch; `written` grows as files are finished,
+    `started` once the first sampler is built."""
     mc = model.config
     for temp in temps:
         bar = tqdm(total=length * cfg.num_samples, unit="sample", unit_scale=True,
@@ -126,7 +158,7 @@ def _generate(cfg, model, info, device, temps, prime, length, block, rate, out_d
                                   backend=cfg.get("backend"), threads=cfg.get("threads"),
                                   precision=cfg.precision, graph_samples=cfg.graph_samples,
                                   persistent=cfg.persistent)
-                out_dir.mkdir(parents=True, exist_ok=True)
+                started.append(True)
                 writers = [stack.enter_context(WavStreamWriter(p, rate)) for p in paths]
                 for codes in sampler.stream(length, block):
                     wav = dequantize(codes.cpu(), mc.q_type, mc.q_levels).numpy()
