@@ -9,6 +9,7 @@ configs/ as samplernn/configs), and the repository's configs/ in a checkout. Out
 under the folder the command runs in (runs/, outputs/, data/), never into the package.
 """
 
+import signal
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import hydra
 from omegaconf import DictConfig
 
 from . import schema  # noqa: F401  (registers the config schemas)
-from .errors import one_line_errors
+from .errors import ConfigError, one_line_errors, user_message
 
 _PACKAGED = Path(__file__).resolve().with_name("configs")
 CONFIG_DIR = str(_PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parents[1] / "configs")
@@ -24,18 +25,96 @@ CONFIG_DIR = str(_PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().p
 
 def _app(config_name: str, task: str, result=None):
     """A Hydra main for configs/<config_name>.yaml that runs samplernn.<task>.run(cfg);
-    `result` maps what run returns to what Hydra gets back (a sweeper's objective)."""
+    `result` maps what run returns to what Hydra gets back (a sweeper's objective).
+
+    In a sweep whose jobs run in this process (-m with Hydra's basic launcher), a job that
+    fails is recorded (its line now, the run directory's summary.json says failed, and a line
+    per failed job when the sweep ends) and the other jobs run; the command then exits 1.
+    A signal still stops the whole sweep."""
+    jobs, failed = [], []  # every job's overrides; (job index, why) of the failed ones
 
     @hydra.main(config_path=CONFIG_DIR, config_name=config_name, version_base="1.3")
     def main(cfg: DictConfig):
         import importlib
         run = importlib.import_module(f"samplernn.{task}").run
-        with one_line_errors():  # a user error is one line (exit 2), never a traceback
+        if not _jobs_run_here():
+            with one_line_errors():  # a user error is one line (exit 2), never a traceback
+                value = run(cfg)
+            return result(value) if result else None
+        from hydra.core.hydra_config import HydraConfig
+        jobs.append(list(HydraConfig.get().overrides.task))
+        try:
             value = run(cfg)
+        except Exception as error:  # noqa: BLE001 - recorded, and the sweep goes on
+            failed.append((len(jobs) - 1, _failed_job(task, error)))
+            return None
         return result(value) if result else None
 
-    main.__name__ = config_name
-    return main
+    def command():
+        jobs.clear()
+        failed.clear()
+        with one_line_errors():
+            _check_output_dirs(sys.argv[1:])
+        try:
+            main()
+        except KeyboardInterrupt as stop:  # Ctrl-C where a command does not stop on its own
+            if not getattr(stop, "said", False):
+                print("stopped by Ctrl-C", file=sys.stderr, flush=True)
+            raise SystemExit(128 + signal.SIGINT) from None
+        if failed:
+            print(f"error: {len(failed)} of {len(jobs)} jobs of the sweep failed:\n" + "\n".join(
+                f"  {_swept(jobs, i)}: {why}" for i, why in failed), file=sys.stderr, flush=True)
+            raise SystemExit(1)
+
+    main.__name__ = command.__name__ = config_name
+    return command
+
+
+def _swept(jobs: list[list[str]], i: int) -> str:
+    """Job i by the overrides that differ between the jobs (e.g. seed=-1)."""
+    values = {}
+    for overrides in jobs:
+        for o in overrides:
+            values.setdefault(o.split("=", 1)[0], set()).add(o)
+    swept = [o for o in jobs[i] if len(values[o.split("=", 1)[0]]) > 1]
+    return " ".join(swept) or f"job {i}"
+
+
+def _check_output_dirs(args: list[str]) -> None:
+    """hydra.run.dir= or hydra.sweep.dir= naming a file: one line, before Hydra tries to make
+    a folder there."""
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+") in ("hydra.run.dir", "hydra.sweep.dir") and value \
+                and Path(value).exists() and not Path(value).is_dir():
+            raise ConfigError(f"{key}={value} is a file; give a folder for the run")
+
+
+def _jobs_run_here() -> bool:
+    """A multirun sweep whose launcher runs the jobs one after another in this process."""
+    from hydra.core.hydra_config import HydraConfig
+    hc = HydraConfig.get()
+    return str(hc.mode) == "RunMode.MULTIRUN" and \
+        str(hc.launcher.get("_target_", "")).endswith("BasicLauncher")
+
+
+def _failed_job(task: str, error: Exception) -> str:
+    """Why a job failed: its line printed now (a traceback for our own bugs), and for a
+    training run a summary.json saying it failed, where the run wrote none."""
+    import traceback
+
+    from hydra.core.hydra_config import HydraConfig
+    hc = HydraConfig.get()
+    why = user_message(error)
+    if why is None:
+        traceback.print_exception(error)
+        why = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+    print(f"error: job {hc.job.num} ({hc.runtime.output_dir}): {why}", file=sys.stderr,
+          flush=True)
+    if task == "train":
+        from .runwriter import record_failure
+        record_failure(Path(hc.runtime.output_dir), why)
+    return why
 
 
 # the run's test NLL (else its valid NLL): what a sweeper (e.g. Optuna) minimises

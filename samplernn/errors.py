@@ -57,12 +57,20 @@ def one_line_errors():
     as one line on stderr and the process exits with EXIT_USER_ERROR."""
     try:
         yield
-    except UserError as error:
-        _exit(str(error))
-    except OSError as error:
-        if error.errno not in _USER_ERRNOS:
+    except (UserError, OSError) as error:
+        message = user_message(error)
+        if message is None:
             raise
-        _exit(_os_message(error))
+        _exit(message)
+
+
+def user_message(error: BaseException) -> str | None:
+    """The one line for a mistake a person can fix; None for our own bugs."""
+    if isinstance(error, UserError):
+        return " ".join(str(error).split())
+    if isinstance(error, OSError) and error.errno in _USER_ERRNOS:
+        return _os_message(error)
+    return None
 
 
 def _exit(message: str) -> None:

@@ -277,6 +277,11 @@ def run(argv=None) -> int:
     except ReportError as err:
         print(f"compare.py: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a folder that is a file, a full disk, no permission
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"compare.py: error: could not write {out}: {err.strerror or err}{where}; choose "
+              "another out=", file=sys.stderr)
+        return 2
     print(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB) and its audio in "
           f"{written.parent / (written.stem + '_files')}/", file=sys.stderr)
     return 0
