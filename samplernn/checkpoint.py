@@ -6,8 +6,10 @@ state carried between chunks (so a resumed run continues exactly), the best
 metric so far and the W&B run id.
 """
 
+import errno
 import os
 import random
+import shutil
 from pathlib import Path
 
 import torch
@@ -64,12 +66,19 @@ def save_checkpoint(path, model: SampleRNN, *, run_config: dict, step: int,
         "dataset": dataset,
         "extra": extra or {},
     }
-    tmp = path.with_name(path.name + ".tmp")
+    tmp, failed = path.with_name(path.name + ".tmp"), None
     try:
         torch.save(state, tmp)
         os.replace(tmp, path)
+    except RuntimeError as error:  # torch's writer says a failed write as an enforce failure
+        failed = " ".join(str(error).split())  # (its traceback, which holds the file open, goes)
     finally:
         tmp.unlink(missing_ok=True)
+    if failed is not None:
+        full = shutil.disk_usage(path.parent).free < (1 << 20)
+        raise OSError(errno.ENOSPC if full else errno.EIO,
+                      os.strerror(errno.ENOSPC) if full else f"could not write it ({failed})",
+                      str(path))
     return path
 
 

@@ -1,7 +1,8 @@
 """Stopping cleanly on the signals clusters and people send.
 
 SLURM sends SIGTERM before it kills a job (preemption, scancel) and, when asked, SIGUSR1 or
-SIGUSR2 some time before the time limit (submitit uses SIGUSR2); a terminal sends SIGINT.
+SIGUSR2 some time before the time limit (submitit uses SIGUSR2); a terminal sends SIGINT,
+and SIGHUP when it (or the SSH session) closes.
 
 - `StopRequest` (training): a signal only records itself; the loop finishes its step, writes
   its checkpoint and calls `stop()`, which hands the signal to the handler that was there
@@ -17,7 +18,7 @@ import contextlib
 import signal
 import threading
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
 
 
 class Stopped(SystemExit):

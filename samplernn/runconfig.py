@@ -80,39 +80,68 @@ def _under(key: str, names) -> bool:
     return any(key == n or key.startswith(n + ".") for n in names)
 
 
-def asked_keys() -> list[str] | None:
-    """The config keys the command line names (Hydra's task overrides), or None when not
-    launched by Hydra (the API: the whole config passed in counts as asked)."""
+def asked_keys() -> dict[str, str] | None:
+    """The config keys the command line asks for, each with the override that asks (Hydra's
+    task overrides), or None when not launched by Hydra (the API: the whole config passed in
+    counts as asked). A config group that sets any key (experiment=, debug=, variant=) asks
+    for the keys it sets: those whose values it changes."""
     hc = hydra_runtime()
     if hc is None:
         return None
-    keys = []
-    for override in hc.overrides.task:
+    overrides = list(hc.overrides.task)
+    asked = {}
+    for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
-        keys.append(key)
-    return keys
+        if key in _GLOBAL_GROUPS:
+            for k in _keys_set_by(override, overrides, hc.job.config_name):
+                asked.setdefault(k, override)
+        else:
+            asked[key] = override
+    return asked
+
+
+def _keys_set_by(override: str, overrides: list[str], config_name: str) -> list[str]:
+    """The keys whose values the group choice `override` (e.g. debug=tiny) changes: the
+    config composed with every override against the one composed without this one."""
+    from hydra import compose
+
+    def flat(ovr):
+        return flatten(OmegaConf.to_container(compose(config_name, overrides=ovr)))
+    with_it, without = flat(overrides), flat([o for o in overrides if o != override])
+    return [k for k in sorted(set(with_it) | set(without))
+            if with_it.get(k, _ABSENT) != without.get(k, _ABSENT)]
 
 
 def resumed_config(cfg: DictConfig, stored: dict, source: Path,
-                   asked: list[str] | None) -> DictConfig:
+                   asked: dict[str, str] | None) -> DictConfig:
     """The run's stored config with the changes asked for applied, or ConfigError naming the
-    first asked change that a resumed run cannot take. Keys the stored config lacks (added
-    to this code since the run started) take the new config's values."""
+    first asked change that a resumed run cannot take, and the override that asked for it.
+    Keys the stored config lacks (added to this code since the run started) take the new
+    config's values."""
     new, old = flatten(OmegaConf.to_container(cfg, resolve=True)), flatten(stored)
-    everything = asked is None or any(_under(k, _GLOBAL_GROUPS) for k in asked)
     changed = [k for k in sorted(old) if new.get(k, _ABSENT) is not _ABSENT
-               and new[k] != old[k] and (everything or _under(k, asked))]
+               and new[k] != old[k] and (asked is None or _under(k, asked))]
     refused = [k for k in changed if not _under(k, MUTABLE_ON_RESUME)]
     if refused:
         k = refused[0]
+        origin = _asked_by(k, asked)
         raise ConfigError(
-            f"{k}={new[k]} cannot change when resuming the run in {source.parent.parent} (it has "
-            f"{k}={old[k]}); a resumed run keeps its config except {', '.join(MUTABLE_ON_RESUME)}"
-            ": start a new run (another hydra.run.dir) to change the rest")
+            f"{k}={new[k]}{f' (set by {origin})' if origin else ''} cannot change when resuming "
+            f"the run in {source.parent.parent} (it has {k}={old[k]}); a resumed run keeps its "
+            f"config except {', '.join(MUTABLE_ON_RESUME)}: start a new run (another "
+            "hydra.run.dir) to change the rest")
     merged = OmegaConf.create(stored)
     for k in changed + [k for k in new if k not in old]:
         OmegaConf.update(merged, k, new[k], force_add=True)
     return merged
+
+
+def _asked_by(key: str, asked: dict[str, str] | None) -> str | None:
+    """The override that asked for key when it is not key=... itself (a config group)."""
+    for name, override in (asked or {}).items():
+        if _under(key, [name]) and not override.lstrip("+~").startswith(f"{key}="):
+            return override
+    return None
 
 
 def hydra_runtime():

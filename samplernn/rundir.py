@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from .errors import UserError
+from .lock import held
 
 RUN_MARKERS = ("config.yaml", "metrics.jsonl", "summary.json")
 SEARCH_DEPTH = 3  # levels below a given path searched for run directories
@@ -89,8 +90,11 @@ class RunRecord:
 
     @property
     def status(self) -> str:
-        if self.summary.get("status"):
-            return str(self.summary["status"])
+        status = self.summary.get("status")
+        if status == "running" and held(self.path) is False:  # nobody trains there any more
+            return "died (no process holds the run; summary.json says running)"
+        if status:
+            return str(status)
         if self.log_has_traceback:
             return "failed (no summary.json; traceback in train.log)"
         return "incomplete (no summary.json)"

@@ -56,9 +56,20 @@ def read_json(path: Path) -> dict:
 
 
 def _write_json(path: Path, data: dict) -> None:
+    """Written whole or not at all: a full disk leaves the previous file, and no .tmp."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def record_failure(run_dir: Path, why: str) -> None:
+    """A run that failed before it wrote its summary says so in one (jobs of a sweep)."""
+    path = Path(run_dir) / "summary.json"
+    if path.parent.is_dir() and not path.exists():
+        _write_json(path, {"status": "failed", "error": why})
 
 
 class RunWriter:
@@ -74,11 +85,27 @@ class RunWriter:
         resumed: what the run resumed from, for the log."""
         self._log_to_file()
         OmegaConf.save(cfg, self.run_dir / "config.yaml", resolve=True)
+        self._record_launch(cfg)
         if resumed is not None:
             log.info("resuming from %s", resumed)
         self.logger = RunLogger(self.run_dir, run_config["logger"], run_config, group=who["group"],
                                 tags=who["tags"], name=who["name"], run_id=wandb_id,
                                 identity=identity)
+
+    def _record_launch(self, cfg) -> None:
+        """.hydra/ (config.yaml, overrides.yaml, hydra.yaml): Hydra's record of how this
+        launch was composed. Hydra would write it as the command starts (hydra.output_subdir
+        is null for training); here it is written once the launch has passed every check
+        and holds the run's lock, so a refused command leaves a run's record as it was."""
+        hc = hydra_runtime()
+        if hc is None:
+            return
+        folder = self.run_dir / ".hydra"
+        folder.mkdir(exist_ok=True)
+        OmegaConf.save(cfg, folder / "config.yaml")
+        OmegaConf.save(OmegaConf.create(list(hc.overrides.task)), folder / "overrides.yaml")
+        OmegaConf.save(OmegaConf.create({"hydra": OmegaConf.to_container(hc)}),
+                       folder / "hydra.yaml")
 
     def _log_to_file(self) -> None:
         path = (self.run_dir / "train.log").resolve()

@@ -13,9 +13,10 @@ screen: `optimization_step`, `log_train`, `validate` with checkpoints and sample
 
 A run directory has one writer (a lock), and the same command run again continues the
 run it holds (`resume=auto`, the default; see runconfig.py for what may change). On
-SIGTERM, SIGUSR1, SIGUSR2 or SIGINT the current step finishes, checkpoints/last.pt is
+SIGTERM, SIGUSR1, SIGUSR2, SIGINT or SIGHUP the current step finishes, checkpoints/last.pt is
 written at that step (TBPTT state and data position included), summary.json says
-`preempted` (`interrupted` for SIGINT) and the process exits with 128 + the signal number,
+`preempted` (`interrupted` for SIGINT and SIGHUP, a terminal's) and the process exits with
+128 + the signal number,
 after handing the signal to a job scheduler's handler if one was installed (submitit's
 requeues the job). A step whose loss or gradients are not finite is skipped; too many in a
 row stop the run with one line, and no checkpoint is ever written with non-finite weights.
@@ -26,6 +27,7 @@ alone writes, and its checkpoints hold every row's state, so a run resumes with 
 of processes that divides the batch.
 """
 
+import contextlib
 import logging
 import math
 import time
@@ -39,12 +41,12 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from . import distributed, runwriter
 from .checkpoint import read_checkpoint, restore_rng
-from .data import Batch, PreparedDataset, train_loader
+from .data import Batch, PreparedDataset, batches, train_loader
 from .device import autocast, pick_device
-from .errors import BadFile, NotFound, UserError
+from .errors import BadFile, ConfigError, NotFound, UserError
 from .evaluate import evaluate_nll
 from .interrupt import StopRequest, signal_name
-from .lock import DirLock
+from .lock import DirLock, InUse
 from .model import SampleRNN
 from .quantize import nll_bits
 from .runconfig import asked_keys, check_config, hydra_runtime, resume_path, resumed_config
@@ -71,11 +73,11 @@ def run(cfg: DictConfig, run_dir=None) -> dict:
             if resume_from is not None:
                 state = read_checkpoint(resume_from, "cpu")
                 cfg = resumed_config(cfg, state["run_config"], resume_from, asked_keys())
-            training = Training(cfg, run_dir, world, state)
-            if training.finished_already():
-                return training.previous["final"]
-            training.set_up(state, resume_from)
-            return training.fit()
+            with Training(cfg, run_dir, world, state) as training:
+                if training.finished_already():
+                    return training.previous["final"]
+                training.set_up(state, resume_from)
+                return training.fit()
 
 
 @dataclass
@@ -100,6 +102,21 @@ class Training:
     """One training run. Every process of a data-parallel run runs the same phases in the
     same order; collectives keep their decisions (stop, skip, validate) the same."""
 
+    # its state, set by __init__ and set_up
+    cfg: DictConfig                # the run's config (a resumed run's own)
+    world: distributed.World       # this process's place among the training processes
+    out: "runwriter.RunWriter | runwriter.Silent"  # the run directory, if this process writes
+    model: SampleRNN
+    forward: torch.nn.Module       # the model as trained: in DDP, torch.compile'd
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    step: int                      # optimisation steps taken (skipped ones included)
+    hidden: list[torch.Tensor] | None  # TBPTT state of this process's rows
+    best: float                    # best valid NLL so far, bits
+    progress: Progress             # counters a checkpoint carries
+    summary: dict                  # summary.json
+    stop: StopRequest              # the stop signal, once one came
+
     def __init__(self, cfg: DictConfig, run_dir: Path, world: distributed.World,
                  state: dict | None):
         self.model_cfg = check_config(cfg)  # again: a resumed run's stored config with its changes
@@ -107,6 +124,13 @@ class Training:
         self.previous = runwriter.read_json(self.run_dir / "summary.json") \
             if state is not None else {}
         self.step = state["step"] if state is not None else 0
+        self._held = contextlib.ExitStack()  # what the run holds until it ends
+
+    def __enter__(self) -> "Training":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._held.close()
 
     def finished_already(self) -> bool:
         """A finished run asked for no more steps: nothing to do, and it says so."""
@@ -129,6 +153,8 @@ class Training:
         self.rows = self.world.rows(t_cfg.batch_size)
         self.out = runwriter.for_process(self.world, self.run_dir)
         self.dataset = self.world.main_first(lambda: open_dataset(cfg.dataset))  # made once
+        self._held.enter_context(self.world.only_main(  # not replaced while the run reads it
+            InUse(self.dataset.path, f"training {self.run_dir}")))
         self._check_data(state)
         self._build_model()
         self._restore(state)
@@ -141,6 +167,10 @@ class Training:
         self._open_run_dir(resume_from, state["wandb_id"] if state is not None else None)
 
     def _check_data(self, state: dict | None) -> None:
+        split = self.cfg.eval.split
+        if not self.dataset.files(split):  # now, not at the first validation
+            raise ConfigError(f"{self.dataset.path} has no {split} files to validate on "
+                              f"(eval.split={split}); prepare it with {split}_fraction > 0")
         trained_on = (state or {}).get("dataset")
         if trained_on and trained_on["fingerprint"] != self.dataset.fingerprint:
             raise BadFile(f"dataset.path={self.dataset.path} is not the data this run trained on "
@@ -169,23 +199,6 @@ class Training:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
 
-    def _restore(self, state: dict | None) -> None:
-        """Weights, optimizer, schedule, random numbers, this process's rows of the TBPTT
-        state, the best NLL and the progress counters, as the checkpoint left them."""
-        self.best, self.hidden, self.progress = math.inf, None, Progress()
-        if state is None:
-            return
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        restore_rng(state)
-        self.progress = Progress.restored(state["extra"])
-        if state["best_valid_nll_bits"] is not None:
-            self.best = state["best_valid_nll_bits"]
-        lo, hi = self.rows
-        if state["hidden"]:
-            self.hidden = [h[:, lo:hi].to(self.device) for h in state["hidden"]]
-
     def _open_run_dir(self, resume_from: Path | None, wandb_id: str | None) -> None:
         """config.yaml, the logger, summary.json (the main process); the clock starts."""
         cfg, model_cfg, dataset = self.cfg, self.model_cfg, self.dataset
@@ -210,6 +223,37 @@ class Training:
         self.budget_s = max_minutes * 60 if max_minutes else math.inf
         self.stop = StopRequest()
 
+    # -- checkpoints: what one holds of the run, and the run restored from one -------------
+
+    def checkpoint(self, name: str) -> None:
+        """checkpoints/<name> at this step: every process hands in its rows' TBPTT state,
+        the main process writes."""
+        every_row = self.world.gather_rows(self.hidden) if self.hidden is not None else None
+        self.progress.elapsed_s = time.time() - self.start
+        self.out.checkpoint(
+            name, self.model, run_config=self.run_config, step=self.step,
+            optimizer=self.optimizer, scheduler=self.scheduler, hidden=every_row,
+            best_valid_nll_bits=self.best if math.isfinite(self.best) else None,
+            wandb_id=self.out.run_id, sample_rate=self.dataset.sample_rate,
+            dataset=self.data_info, extra=asdict(self.progress))
+
+    def _restore(self, state: dict | None) -> None:
+        """Weights, optimizer, schedule, random numbers, this process's rows of the TBPTT
+        state, the best NLL and the progress counters, as the checkpoint left them."""
+        self.best, self.hidden, self.progress = math.inf, None, Progress()
+        if state is None:
+            return
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        restore_rng(state)
+        self.progress = Progress.restored(state["extra"])
+        if state["best_valid_nll_bits"] is not None:
+            self.best = state["best_valid_nll_bits"]
+        lo, hi = self.rows
+        if state["hidden"]:
+            self.hidden = [h[:, lo:hi].to(self.device) for h in state["hidden"]]
+
     # -- the run -----------------------------------------------------------------------------
 
     def fit(self) -> dict:
@@ -222,11 +266,12 @@ class Training:
             self.out.truncate_after(self.step)  # lines a killed run wrote after its last checkpoint
             self.first_step = self.step
             self.loop_t0 = self.window_t = time.time()
-            with self.stop, logging_redirect_tqdm():  # log lines print above the bar
+            # log lines print above the bar; the data workers end with the loop, whatever ends it
+            with self.stop, logging_redirect_tqdm(), batches(self.loader) as stream:
                 self.model.train()
                 if self.step and self.step % e_cfg.every == 0 and progress.validated_at != self.step:
                     self.validate()  # the one a signal cut short before this run resumed
-                for batch in self.loader:
+                for batch in stream:
                     # every process stops at the same step: when any of them must
                     n_done, n_targets = self.world.sum(self._done(), batch.mask.sum())
                     if n_done:
@@ -368,18 +413,6 @@ class Training:
         self.out.summary(self.summary)
         return True
 
-    def checkpoint(self, name: str) -> None:
-        """checkpoints/<name> at this step: every process hands in its rows' TBPTT state,
-        the main process writes."""
-        every_row = self.world.gather_rows(self.hidden) if self.hidden is not None else None
-        self.progress.elapsed_s = time.time() - self.start
-        self.out.checkpoint(
-            name, self.model, run_config=self.run_config, step=self.step,
-            optimizer=self.optimizer, scheduler=self.scheduler, hidden=every_row,
-            best_valid_nll_bits=self.best if math.isfinite(self.best) else None,
-            wandb_id=self.out.run_id, sample_rate=self.dataset.sample_rate,
-            dataset=self.data_info, extra=asdict(self.progress))
-
     def test(self) -> dict | None:
         """Exact test NLL of best.pt (None without test files or with eval.test=false)."""
         e_cfg = self.cfg.eval
@@ -399,7 +432,7 @@ class Training:
         """After a stop signal: last.pt at this step, the status, one line; then exit."""
         name = signal_name(self.stop.signum)
         self.checkpoint("last.pt")
-        self.summary.update(status="interrupted" if name == "SIGINT" else "preempted",
+        self.summary.update(status="interrupted" if name in ("SIGINT", "SIGHUP") else "preempted",
                             step=self.step, stopped_by=name)
         self.out.summary(self.summary)
         log.warning("%s: stopped at step %d; %s holds it, and the same command continues the run",
@@ -424,10 +457,15 @@ class Training:
         return final
 
     def fail(self, error: BaseException) -> None:
+        """The status says why the run ended; where even that cannot be written (a full
+        disk), the run's lock tells readers it is no longer running."""
         status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
         self.summary.update(status=status, step=self.step,
                             error=" ".join(str(error).split())[:500] or type(error).__name__)
-        self.out.summary(self.summary)
+        try:
+            self.out.summary(self.summary)
+        except OSError as write_error:
+            log.warning("summary.json could not be written (%s)", write_error)
 
 
 # -- the pieces a run is made of ------------------------------------------------------------
