@@ -8,6 +8,7 @@ boundary with a checkpoint, says so in summary.json and resumes on the same traj
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -58,6 +59,41 @@ def trained(tiny_dataset, tmp_path_factory) -> Path:
     return run_dir
 
 
+# A prepared dataset damaged one way each (tests/test_hazards.py: they stop within seconds,
+# workers on) -> the one line's pattern.
+DAMAGE = {"truncated samples": r"samples\.npy is not the int16 array of \d+ samples .* truncated|"
+                               r"samples\.npy is not the int16 array .*mmap length",
+          "random bytes": r"samples\.npy is not the int16 array of \d+ samples",
+          "float32 samples": r"samples\.npy holds float32 \(\d+,\), the manifest says int16",
+          "offsets past the end": r"file entry 0 \(\S+\) does not lie within samples\.npy",
+          "no sample_rate": r"manifest\.json lacks sample_rate",
+          "no valid files": r"has no valid files to validate on \(eval\.split=valid\)"}
+
+
+def damaged_copy(data: Path, out: Path, how: str) -> Path:
+    """A copy of the prepared dataset `data`, damaged as `how` says."""
+    shutil.copytree(data, out)
+    samples, manifest_path = out / "samples.npy", out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    if how == "truncated samples":
+        os.truncate(samples, samples.stat().st_size // 2)
+    elif how == "random bytes":
+        samples.write_bytes(np.random.default_rng(0).bytes(samples.stat().st_size))
+    elif how == "float32 samples":
+        np.save(samples, np.zeros(manifest["n_samples"], np.float32))
+    elif how == "offsets past the end":
+        manifest["files"][0]["offset"] = manifest["n_samples"]
+    elif how == "no sample_rate":
+        del manifest["sample_rate"]
+    elif how == "no valid files":
+        for f in manifest["files"]:
+            f["split"] = "train" if f["split"] == "valid" else f["split"]
+    elif how == "sample_rate_8000":
+        manifest["sample_rate"] = 8000
+    manifest_path.write_text(json.dumps(manifest))
+    return out
+
+
 def bad_input_cases(data: Path, ckpt: Path, tmp: Path) -> dict:
     """name -> (command args, the one line's pattern, the folder that must stay as it was)."""
     text = tmp / "notes.txt"
@@ -66,7 +102,34 @@ def bad_input_cases(data: Path, ckpt: Path, tmp: Path) -> dict:
     only_text.mkdir()
     (only_text / "a.txt").write_text("hello")
     fresh = tmp / "fresh"
+    damaged = {name: damaged_copy(data, tmp / name, name) for name in DAMAGE}
+    rate_8k = damaged_copy(data, tmp / "rate_8k", "sample_rate_8000")
+    folder = tmp / "a_folder"
+    folder.mkdir()
     return {
+        **{f"train {name}": (tiny_train(path, fresh), pattern, path)
+           for name, (path, pattern) in ((n, (damaged[n], DAMAGE[n])) for n in DAMAGE)},
+        "train run folder is a file": (tiny_train(data, text), r"hydra\.run\.dir=\S+notes\.txt is a "
+                                                               r"file", None),
+        "train resume by a group": (tiny_train(data, ckpt.parent.parent, "model=quickstart"),
+                                    r"model\.dim=128 \(set by model=quickstart\) cannot change",
+                                    ckpt.parent.parent),
+        "evaluate other sample rate": (("scripts/evaluate.py", f"checkpoint={ckpt}",
+                                        f"dataset.path={rate_8k}", f"out={tmp / 'e.json'}"),
+                                       r"models 16000 Hz audio and \S+ holds 8000 Hz", tmp / "rate_8k"),
+        "evaluate out is a folder": (("scripts/evaluate.py", f"checkpoint={ckpt}", f"out={folder}"),
+                                     r"out=\S+a_folder is a folder", ckpt.parent),
+        "generate seconds=1e-6": (("scripts/generate.py", f"checkpoint={ckpt}", "seconds=1e-6",
+                                   f"out_dir={tmp / 'gen'}"), r"seconds=1e-06 is less than one "
+                                                             r"sample at 16000 Hz", tmp / "gen"),
+        "generate out_dir is a file": (("scripts/generate.py", f"checkpoint={ckpt}",
+                                        f"out_dir={text}"), r"out_dir=\S+notes\.txt is a file", None),
+        "prepare chunk_seconds=nan": (("datasets/prepare.py", f"source={only_text}", "chunk_seconds=nan",
+                                       f"out_dir={tmp / 'p'}"), r"chunk_seconds=nan must be a finite",
+                                      tmp / "p"),
+        "prepare silence_db=nan": (("datasets/prepare.py", f"source={only_text}", "silence_db=nan",
+                                    f"out_dir={tmp / 'p'}"), r"silence_db=nan must be a finite",
+                                   tmp / "p"),
         "train eval.every=0": (tiny_train(data, fresh, "eval.every=0"),
                                r"eval\.every=0 must be at least 1", fresh),
         "train log_every=0": (tiny_train(data, fresh, "train.log_every=0"),
@@ -169,7 +232,8 @@ def _steps(run_dir: Path, key: str) -> list:
 
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGTERM, "preempted"), (signal.SIGUSR1, "preempted"),
-                                            (signal.SIGUSR2, "preempted"), (signal.SIGINT, "interrupted")])
+                                            (signal.SIGUSR2, "preempted"), (signal.SIGINT, "interrupted"),
+                                            (signal.SIGHUP, "interrupted")])
 def test_a_signal_stops_at_a_step_with_a_checkpoint(tiny_dataset, tmp_path, signum, status):
     """The whole process group gets the signal (data-loading worker included, as from SLURM or
     a terminal); the run finishes its step, writes last.pt there and exits 128 + signal."""
