@@ -129,6 +129,7 @@ def single(tiny_dataset, tmp_path_factory) -> Path:
     return tmp / "run"
 
 
+@pytest.mark.slow
 def test_two_processes_follow_the_single_process_run(tiny_dataset, single, tmp_path):
     run_dir = tmp_path / "run"
     done = subprocess.run(torchrun(2, *tiny_train(tiny_dataset, run_dir, *STEPS), tmp=tmp_path),
@@ -150,6 +151,7 @@ def test_two_processes_follow_the_single_process_run(tiny_dataset, single, tmp_p
         assert torch.allclose(mine, theirs, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_a_two_process_run_resumes_in_one_process_on_the_same_trajectory(tiny_dataset, single,
                                                                          tmp_path):
     """Stopped by a signal to one task only (as SLURM's tasks launched by srun): both stop at
@@ -199,6 +201,7 @@ print("held", held, "of", calls, flush=True)
 '''
 
 
+@pytest.mark.slow
 def test_a_collective_returns_once_gloo_has_let_go_of_its_tensors(tmp_path):
     """A gloo collective returns with its result while its worker thread may still hold the
     tensors (1 call in 6, for up to 3 ms). A worker that drops the last reference to a
@@ -222,6 +225,7 @@ def test_a_collective_returns_once_gloo_has_let_go_of_its_tensors(tmp_path):
         assert "held 0 of 1600" in out, out  # 200 x (sum, max, 2 x gather of 2 + 1)
 
 
+@pytest.mark.slow
 def test_evaluation_split_between_processes_equals_one_process(single, tmp_path):
     ckpt = single / "checkpoints" / "best.pt"
     outs = []
@@ -237,6 +241,7 @@ def test_evaluation_split_between_processes_equals_one_process(single, tmp_path)
     assert abs(outs[0]["nll_bits"] - outs[1]["nll_bits"]) < 1e-6
 
 
+@pytest.mark.slow
 def test_a_global_batch_that_does_not_split_is_one_line(tiny_dataset, tmp_path):
     """Every process says the same one line and exits 2 (torchrun then adds its own report)."""
     procs = slurm_tasks(2, *tiny_train(tiny_dataset, tmp_path / "run", "train.batch_size=3"),
@@ -250,6 +255,7 @@ def test_a_global_batch_that_does_not_split_is_one_line(tiny_dataset, tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_hydra_submitit_launcher_tasks_train_together(tiny_dataset, single, tmp_path):
     """hydra-submitit-launcher with tasks_per_node=2 (its local executor, as on a SLURM node):
     the two tasks form one process group, write one run directory and follow the one-process

@@ -64,6 +64,7 @@ def _descendants(pid: int) -> set[int]:
 
 # ---------------------------------------------------------------- damaged data
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["truncated samples", "random bytes", "offsets past the end"])
 def test_damaged_data_is_one_line_within_seconds_with_workers_on(tiny_dataset, tmp_path, how):
     """A damaged samples.npy or manifest is found when the dataset is opened, before any
@@ -77,6 +78,7 @@ def test_damaged_data_is_one_line_within_seconds_with_workers_on(tiny_dataset, t
     assert re.search(DAMAGE[how], done.stderr.strip().splitlines()[-1]), done.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_a_killed_data_worker_is_one_line_and_leaves_no_process(tiny_dataset, tmp_path):
     run_dir = tmp_path / "run"
     proc = _start(tiny_train(tiny_dataset, run_dir, "train.max_steps=100000", "eval.every=100000",
@@ -99,6 +101,7 @@ def test_a_killed_data_worker_is_one_line_and_leaves_no_process(tiny_dataset, tm
 
 # ---------------------------------------------------------------- data replaced under a run
 
+@pytest.mark.slow
 def test_prepare_refuses_to_replace_the_data_a_run_reads(tmp_path):
     """prepare overwrite=true into a dataset a run trains on is refused, naming the run: the
     run would otherwise train on the old data and validate and test on the new."""
@@ -128,6 +131,7 @@ def test_prepare_refuses_to_replace_the_data_a_run_reads(tmp_path):
 
 # ---------------------------------------------------------------- commands that race
 
+@pytest.mark.slow
 def test_two_generates_started_together_write_their_own_folders(tiny_dataset, tmp_path):
     """Started in the same second, two generates get two folders (their default, named by
     the time), and each file's sidecar describes that file."""
@@ -158,6 +162,7 @@ def test_two_generates_started_together_write_their_own_folders(tiny_dataset, tm
 
 # ---------------------------------------------------------------- sweeps
 
+@pytest.mark.slow
 def test_a_sweep_runs_every_job_and_names_the_failed_ones(tiny_dataset, tmp_path):
     """A bad job (seed=-1) and a diverging one (optim.lr=1e10) fail alone: the other jobs run,
     each failed run says so in its summary, the sweep ends with a line per failed job and
@@ -179,6 +184,7 @@ def test_a_sweep_runs_every_job_and_names_the_failed_ones(tiny_dataset, tmp_path
 
 # ---------------------------------------------------------------- dead runs
 
+@pytest.mark.slow
 def test_a_run_killed_with_sigkill_is_not_listed_as_running(tiny_dataset, tmp_path):
     run_dir = tmp_path / "run"
     proc = _start(tiny_train(tiny_dataset, run_dir, "train.max_steps=100000", "eval.every=100000",
@@ -244,6 +250,7 @@ def _slow_source(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
 def test_prepare_stopped_by_a_signal_leaves_no_process_and_the_old_data(tmp_path, signum):
     """SIGTERM and SIGINT: one line, the previous dataset as it was, the partial folder gone.
@@ -317,6 +324,7 @@ def test_damaged_and_out_of_range_audio_is_reported(tmp_path):
 
 # ---------------------------------------------------------------- resuming and the run's record
 
+@pytest.mark.slow
 def test_a_resume_keeps_what_the_command_does_not_name_and_its_record(tiny_dataset, tmp_path):
     """A run started with seed=2 resumes under a command that does not name the seed (it
     once refused: `seed=1 cannot change`); a refused resume leaves .hydra/ as it was."""
@@ -337,6 +345,7 @@ def test_a_resume_keeps_what_the_command_does_not_name_and_its_record(tiny_datas
     assert "train.max_steps=8" in (run_dir / ".hydra" / "overrides.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_compare_that_cannot_write_its_report_is_one_line(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")

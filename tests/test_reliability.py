@@ -169,6 +169,7 @@ def bad_input_cases(data: Path, ckpt: Path, tmp: Path) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_every_user_error_is_one_line(tiny_dataset, trained, tmp_path):
     ckpt = trained / "checkpoints" / "last.pt"
     cases = bad_input_cases(tiny_dataset, ckpt, tmp_path)
@@ -195,6 +196,7 @@ def test_every_user_error_is_one_line(tiny_dataset, trained, tmp_path):
     assert not (tmp_path / "dat").exists()  # a mistyped dataset.path is never synthesised
 
 
+@pytest.mark.slow
 def test_a_mistyped_value_stops_at_composition(tiny_dataset, tmp_path):
     """Types are checked when Hydra composes (samplernn/schema.py): its message, no traceback."""
     done = subprocess.run(command(*tiny_train(tiny_dataset, tmp_path / "run", "train.max_steps=abc"),
@@ -231,6 +233,7 @@ def _steps(run_dir: Path, key: str) -> list:
     return [(m["step"], m[key]) for m in map(json.loads, lines) if key in m]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, status", [(signal.SIGTERM, "preempted"), (signal.SIGUSR1, "preempted"),
                                             (signal.SIGUSR2, "preempted"), (signal.SIGINT, "interrupted"),
                                             (signal.SIGHUP, "interrupted")])
@@ -254,6 +257,7 @@ def test_a_signal_stops_at_a_step_with_a_checkpoint(tiny_dataset, tmp_path, sign
     assert summary["step"] == last["step"] == _steps(run_dir, "train/nll_bits")[-1][0] >= 3
 
 
+@pytest.mark.slow
 def test_a_preempted_run_continues_on_the_same_trajectory(tiny_dataset, tmp_path):
     """SIGTERM mid-run, then the same command again: the metrics equal an uninterrupted run."""
     steps = 30
@@ -279,6 +283,7 @@ def test_a_preempted_run_continues_on_the_same_trajectory(tiny_dataset, tmp_path
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_one_writer_per_run_directory(tiny_dataset, tmp_path):
     run_dir = tmp_path / "run"
     args = tiny_train(tiny_dataset, run_dir, "train.max_steps=100000", "eval.every=100000",
@@ -297,6 +302,7 @@ def test_one_writer_per_run_directory(tiny_dataset, tmp_path):
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "preempted"
 
 
+@pytest.mark.slow
 def test_generate_stopped_by_sigterm_leaves_no_partial_file(trained, tmp_path):
     out_dir = tmp_path / "gen"
     proc = _start(("scripts/generate.py", f"checkpoint={trained / 'checkpoints' / 'last.pt'}",
@@ -473,6 +479,7 @@ def test_prepare_on_a_full_disk_says_so_and_leaves_nothing(tmp_path, monkeypatch
     assert sorted(p.name for p in out.parent.iterdir()) == ["set"]   # no partial folder
 
 
+@pytest.mark.slow
 def test_two_prepares_into_one_folder(tmp_path):
     from samplernn.errors import AlreadyExists
     from samplernn.prepare import prepare
@@ -497,9 +504,6 @@ def test_two_prepares_into_one_folder(tmp_path):
 
 # ---------------------------------------------------------------- a real scheduler's signal
 
-@pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("SAMPLERNN_SLOW") != "1",
-                    reason="about a minute: set SAMPLERNN_SLOW=1 (CI sets it)")
 def submitit_local(sweep: Path, data: Path, *extra: str) -> subprocess.CompletedProcess:
     """A tiny training sweep through hydra-submitit-launcher's local executor."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher",
@@ -511,6 +515,7 @@ def submitit_local(sweep: Path, data: Path, *extra: str) -> subprocess.Completed
         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_submitit_timeout_signal_requeues_and_the_run_continues(tiny_dataset, tmp_path):
     """hydra-submitit-launcher's local executor sends SIGUSR2 30 s before its 1-minute limit;
     the run checkpoints, submitit requeues the job with the same command, and the run

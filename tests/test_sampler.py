@@ -320,6 +320,7 @@ def test_graph_replays_equal_the_plain_loop(temperature, backend, monkeypatch):
     assert sorted(graphed.engine.graphs) == ([8] if backend == "torch" else [8, 16])
 
 
+@pytest.mark.slow  # Triton's interpreter on a CPU
 @pytest.mark.skipif(not TRITON, reason="Triton is not installed")
 def test_triton_codes_depend_on_the_seed_only():
     """Same seed, same codes, however the output is blocked; another seed, other codes."""
@@ -333,6 +334,7 @@ def test_triton_codes_depend_on_the_seed_only():
     assert not torch.equal(one, generate(model, 3, 44, temperature=1.0, seed=8, backend="triton"))
 
 
+@pytest.mark.slow  # Triton's interpreter on a CPU
 @pytest.mark.skipif(not TRITON, reason="Triton is not installed")
 @pytest.mark.parametrize("tiers", [2, 3])
 def test_triton_bf16_greedy_leaves_the_model_only_at_near_ties(tiers):
@@ -352,6 +354,7 @@ def test_triton_bf16_greedy_leaves_the_model_only_at_near_ties(tiers):
     assert differs.float().mean() < 0.05 and out.unique().numel() > 1
 
 
+@pytest.mark.slow  # Triton's interpreter on a CPU
 @pytest.mark.skipif(not TRITON, reason="Triton is not installed")
 def test_triton_bf16_samples_follow_the_model():
     """The randomised PIT of test_sampled_codes_follow_the_model_at_every_position, with
@@ -363,6 +366,7 @@ def test_triton_bf16_samples_follow_the_model():
     assert pit_chi2(model, codes, 1.6, "triton") > 300
 
 
+@pytest.mark.slow  # Triton's interpreter on a CPU
 @pytest.mark.skipif(not TRITON, reason="Triton is not installed")
 @pytest.mark.parametrize("tiers, batch, precision", [(2, 1, "fp32"), (3, 5, "bf16"),
                                                      (4, 8, "fp32")])
@@ -394,6 +398,7 @@ def test_the_persistent_kernel_steps_as_the_per_layer_kernels(tiers, batch, prec
         assert pit_chi2(model, codes, 1.6, "triton") > 300
 
 
+@pytest.mark.slow  # Triton's interpreter on a CPU
 @pytest.mark.skipif(DEVICE.type != "cpu" or not TRITON,
                     reason="the interpreter runs a grid's programs one after another")
 def test_a_persistent_grid_whose_programs_cannot_all_run_fails_instead_of_hanging():
@@ -411,6 +416,7 @@ def test_a_persistent_grid_whose_programs_cannot_all_run_fails_instead_of_hangin
             list(sampler.stream(2 * model.lookback))
 
 
+@pytest.mark.slow  # Triton's interpreter on a CPU
 @pytest.mark.skipif(not TRITON, reason="Triton is not installed")
 def test_where_the_triton_kernels_fail_the_default_falls_back_with_a_warning(monkeypatch):
     """A GPU Triton cannot compile for, or no C compiler for its launcher: the default
@@ -553,6 +559,7 @@ print("compiled")
 '''
 
 
+@pytest.mark.slow  # Triton's interpreter on a CPU
 @pytest.mark.skipif(kernels.triton is None, reason="Triton is not installed")
 def test_the_triton_kernels_compile_for_ampere_and_hopper_gpus(tmp_path):
     """Without a GPU: Triton compiles every kernel variant the sampler launches (float32

@@ -193,6 +193,7 @@ def test_paper_protocol_resets_the_state_every_piece(tiny_dataset, tmp_path):
     assert paper["protocol"] == "paper" and paper["normalize"] == "minmax"
 
 
+@pytest.mark.slow
 def test_multirun_sweep_of_tiers_shares_one_wandb_group(tiny_dataset, tmp_path):
     """python scripts/train.py -m experiment=tiers: 2-, 3- and 4-tier runs in one group."""
     import os
