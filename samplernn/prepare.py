@@ -436,13 +436,14 @@ def prepare(source, out_dir, sample_rate: int = 16000, normalize: str = "none",
         return _prepare(source, out_dir, opts, overwrite, num_workers, t0)
 
 
-def _prepare(source: Path, out_dir: Path, opts: dict, overwrite: bool, num_workers, t0) -> dict:
-    found, unreadable_dirs = _walk(source, exclude=out_dir)
+def _up_to_date(source: Path, out_dir: Path, opts: dict, overwrite: bool, found) -> dict | None:
+    """The existing manifest when out_dir already holds these inputs prepared this way; None
+    when it is to be (re)written; AlreadyExists when that needs overwrite=true, or out_dir
+    holds something else, or a run reads it."""
     manifest_path = out_dir / "manifest.json"
     if manifest_path.exists():
         old = json.loads(manifest_path.read_text())
         if _unchanged(old, opts, found) and not overwrite:
-            print(f"{out_dir} is up to date with {source} (pass overwrite=true to rebuild)")
             return old
         if not overwrite:
             raise AlreadyExists(f"{out_dir} was prepared from other inputs or options; pass "
@@ -451,9 +452,31 @@ def _prepare(source: Path, out_dir: Path, opts: dict, overwrite: bool, num_worke
     elif out_dir.exists() and any(out_dir.iterdir()):
         raise AlreadyExists(f"{out_dir} exists and is not a prepared dataset (no manifest.json); "
                             "refusing to write into it: choose another name=/out_dir=")
+    return None
+
+
+def _swap_in(tmp: Path, out_dir: Path) -> None:
+    """The finished folder takes out_dir's place; the previous dataset is back if that fails."""
+    old_dir = out_dir.parent / f".{out_dir.name}.partial-old-{os.getpid()}"
+    if out_dir.exists():
+        os.replace(out_dir, old_dir)
+    try:
+        os.replace(tmp, out_dir)
+    except BaseException:
+        if old_dir.exists():
+            os.replace(old_dir, out_dir)
+        raise
+    shutil.rmtree(old_dir, ignore_errors=True)
+
+
+def _prepare(source: Path, out_dir: Path, opts: dict, overwrite: bool, num_workers, t0) -> dict:
+    found, unreadable_dirs = _walk(source, exclude=out_dir)
+    old = _up_to_date(source, out_dir, opts, overwrite, found)
+    if old is not None:
+        print(f"{out_dir} is up to date with {source} (pass overwrite=true to rebuild)")
+        return old
     if not found:
         raise NotFound(f"no files found under {source}; give a folder that holds audio files")
-
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.parent.glob(f".{out_dir.name}.partial-*"):
         shutil.rmtree(stale, ignore_errors=True)    # left by a killed run
@@ -497,16 +520,7 @@ def _prepare(source: Path, out_dir: Path, opts: dict, overwrite: bool, num_worke
                   "elapsed_seconds": round(time.time() - t0, 3)}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         (tmp / "report.json").write_text(json.dumps(report, indent=1))
-        old_dir = out_dir.parent / f".{out_dir.name}.partial-old-{os.getpid()}"
-        if out_dir.exists():
-            os.replace(out_dir, old_dir)
-        try:
-            os.replace(tmp, out_dir)
-        except BaseException:
-            if old_dir.exists():
-                os.replace(old_dir, out_dir)           # put the previous dataset back
-            raise
-        shutil.rmtree(old_dir, ignore_errors=True)
+        _swap_in(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     _print_summary(manifest, report, out_dir)

@@ -107,8 +107,8 @@ def bad_input_cases(data: Path, ckpt: Path, tmp: Path) -> dict:
     folder = tmp / "a_folder"
     folder.mkdir()
     return {
-        **{f"train {name}": (tiny_train(path, fresh), pattern, path)
-           for name, (path, pattern) in ((n, (damaged[n], DAMAGE[n])) for n in DAMAGE)},
+        **{f"train {name}": (tiny_train(damaged[name], tmp / f"fresh {name}"), DAMAGE[name],
+                             damaged[name]) for name in DAMAGE},  # run folders of their own
         "train run folder is a file": (tiny_train(data, text), r"hydra\.run\.dir=\S+notes\.txt is a "
                                                                r"file", None),
         "train resume by a group": (tiny_train(data, ckpt.parent.parent, "model=quickstart"),
