@@ -3,15 +3,30 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+PIP := $(PY) -m pip install -q --disable-pip-version-check
+# torch: auto (the CPU build where there is no NVIDIA GPU), cpu, or cuda (the default wheel)
+TORCH ?= auto
+TORCH_PIN := $(shell grep -E '^torch(audio)?==' requirements.txt | cut -d' ' -f1 | tr '\n' ' ')
+CPU_INDEX := https://download.pytorch.org/whl/cpu
 
-.PHONY: install train test test-fast browser clean
+.PHONY: install train test browser clean
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt setup.py
+$(STAMP): requirements.txt setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	@if [ "$(TORCH)" = cpu ] || { [ "$(TORCH)" = auto ] && ! command -v nvidia-smi >/dev/null \
+	    && [ ! -e /proc/driver/nvidia ]; }; then \
+	  if $(PY) -c "import urllib.request; urllib.request.urlopen('$(CPU_INDEX)/', timeout=10)" \
+	      2>/dev/null; then \
+	    echo "no NVIDIA GPU (or TORCH=cpu): torch's CPU build from $(CPU_INDEX)"; \
+	    $(PIP) --index-url $(CPU_INDEX) $(TORCH_PIN); \
+	  else \
+	    echo "$(CPU_INDEX) cannot be reached: torch from the default index (on Linux its CUDA build)"; \
+	  fi; \
+	fi
+	$(PIP) -r requirements.txt
+	$(PIP) --no-deps -e .
 	$(PY) -c "import samplernn.native as n; print(n.describe())"
 	touch $(STAMP)
 
@@ -24,7 +39,8 @@ train: install
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
-# SAMPLERNN_BROWSER=1 installs Chromium first; SAMPLERNN_REAL_DATA=1 switches on ../shared/data tests.
+# SAMPLERNN_BROWSER=1 installs Chromium first; SAMPLERNN_REAL_DATA=1 switches on ../shared/data
+# tests, SAMPLERNN_SLOW=1 the slow layer (real processes, signals, Triton's interpreter).
 test: install
 	if [ "$$SAMPLERNN_BROWSER" = 1 ]; then $(MAKE) browser; fi
 	$(PY) -m pytest $(ARGS)

@@ -5,14 +5,16 @@
 <url-or-path>: http(s)://, ftp:// or file:// URL, or a local file or folder (so every recipe
 can be run offline from a manual download). Archives (.zip, .tar, .tar.gz, .tgz, .tar.bz2,
 .tar.xz) are unpacked into <dest-folder>/<archive name>/; other files are copied into
-<dest-folder>. Downloads and unpacking go to hidden temporary names that are renamed when
-complete, so an interrupted run leaves nothing half-written; a finished target is not
-fetched again. Then prepare the folder: python datasets/prepare.py source=<dest> name=<name>
+<dest-folder>. Downloads go through pooch (retries, --sha256 checked, a temporary name until
+complete) and unpacking to a hidden folder renamed when complete, so an interrupted run
+leaves nothing half-written; a finished target is not fetched again. A URL that cannot be
+fetched or a missing file is one line. Then prepare the folder (the command it prints).
 """
 
 import argparse
 import os
 import shutil
+import sys
 import tarfile
 import tempfile
 import urllib.parse
@@ -40,27 +42,15 @@ def _local_path(src: str) -> Path | None:
     return None
 
 
-def _download(url: str, dest_dir: Path) -> Path:
-    """URL -> dest_dir/<file name>, via a .partial file renamed when complete."""
+def _download(url: str, dest_dir: Path, sha256: str | None) -> Path:
+    """URL -> dest_dir/<file name>, by pooch: retried, checked against sha256 when given,
+    written under a temporary name until complete; a finished file is not fetched again."""
+    import pooch
     name = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name or "download"
-    target = dest_dir / name
-    if target.exists():
-        print(f"{target} already downloaded")
-        return target
-    partial = dest_dir / f".{name}.partial"
-    try:
-        from tqdm import tqdm
-        with urllib.request.urlopen(url) as response, open(partial, "wb") as out:
-            size = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=size, unit="B", unit_scale=True, desc=name) as bar:
-                for chunk in iter(lambda: response.read(1 << 20), b""):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-        os.replace(partial, target)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    return target
+    known = f"sha256:{sha256}" if sha256 else None
+    fetcher = pooch.create(path=dest_dir, base_url="", registry={name: known}, urls={name: url},
+                           retry_if_failed=2)
+    return Path(fetcher.fetch(name, progressbar=sys.stderr.isatty()))
 
 
 def _safe_members(names: list[str], root: Path, archive: Path) -> None:
@@ -103,10 +93,11 @@ def extract(archive: Path, dest_dir: Path, only: tuple[str, ...] | None = None) 
     return target
 
 
-def fetch(src: str, dest_dir, only: tuple[str, ...] | None = None) -> Path:
+def fetch(src: str, dest_dir, only: tuple[str, ...] | None = None,
+          sha256: str | None = None) -> Path:
     """Bring `src` (URL, file:// URL, local file or folder) into dest_dir; returns the folder
     to prepare: the unpacked archive folder, dest_dir for a single file, or a local folder as
-    it is."""
+    it is. sha256: the download's expected hash."""
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     only = tuple(s.lower() for s in only) if only else None
@@ -119,7 +110,7 @@ def fetch(src: str, dest_dir, only: tuple[str, ...] | None = None) -> Path:
             return local
         path = local
     else:
-        path = _download(src, dest_dir)
+        path = _download(src, dest_dir, sha256)
     if _archive_stem(path.name) is not None:
         return extract(path, dest_dir, only)
     if local is not None and local.resolve().parent != dest_dir.resolve():
@@ -133,9 +124,27 @@ def main() -> None:
     parser.add_argument("dest", help="folder to put it in")
     parser.add_argument("--only", nargs="+", metavar="SUFFIX",
                         help="keep only archive members ending with these (e.g. .ogg)")
+    parser.add_argument("--sha256", help="the download's expected SHA-256 (checked)")
     args = parser.parse_args()
-    folder = fetch(args.src, args.dest, tuple(args.only) if args.only else None)
-    print(f"ready: {folder}\nnext:  python datasets/prepare.py source={folder} name=<name>")
+    made = not Path(args.dest).exists()
+    try:
+        folder = fetch(args.src, args.dest, tuple(args.only) if args.only else None, args.sha256)
+    except (OSError, ValueError) as error:  # requests' errors are OSErrors too
+        if made and Path(args.dest).is_dir() and not any(Path(args.dest).iterdir()):
+            Path(args.dest).rmdir()  # nothing left behind
+        why = " ".join(str(error).split())[:400]
+        hint = "" if isinstance(error, FileNotFoundError) else (
+            "; check the URL and the connection, or download it by hand and give its path")
+        print(f"error: could not fetch {args.src}: {why}{hint}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(f"ready: {folder}\nnext:  {_prepare_command()} source={folder} name=<name>")
+
+
+def _prepare_command() -> str:
+    """How this checkout's environment runs prepare (see samplernn.commands)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from samplernn.commands import command
+    return command("prepare")
 
 
 if __name__ == "__main__":
