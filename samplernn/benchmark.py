@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from .device import autocast, pick_device
 from .model import SampleRNN, SampleRNNConfig
-from .quantize import nll_bits
+from .quantization import nll_bits
 from .sampler import Sampler, default_backend
 
 

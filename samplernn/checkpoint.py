@@ -3,7 +3,7 @@
 A checkpoint holds the model config and weights (from the uncompiled module),
 the resolved run config, the step, optimizer state, RNG states, the TBPTT
 state carried between chunks (so a resumed run continues exactly), the best
-metric so far and the W&B run id.
+metric so far, the W&B run id and the code that wrote it (version.code_version).
 """
 
 import errno
@@ -16,6 +16,7 @@ import torch
 
 from .errors import BadFile, NotFound, UserError
 from .model import SampleRNN, SampleRNNConfig
+from .version import code_version
 
 FORMAT_VERSION = 1
 
@@ -32,7 +33,8 @@ def non_finite(state_dict: dict) -> list[str]:
 
 def save_checkpoint(path, model: SampleRNN, *, run_config: dict, step: int,
                     optimizer: torch.optim.Optimizer | None = None,
-                    scheduler=None, hidden: list[torch.Tensor] | None = None,
+                    scheduler=None, scaler: torch.amp.GradScaler | None = None,
+                    hidden: list[torch.Tensor] | None = None,
                     best_valid_nll_bits: float | None = None, wandb_id: str | None = None,
                     sample_rate: int | None = None, dataset: dict | None = None,
                     extra: dict | None = None) -> Path:
@@ -56,6 +58,7 @@ def save_checkpoint(path, model: SampleRNN, *, run_config: dict, step: int,
         "step": int(step),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
         "hidden": [h.detach().cpu() for h in hidden] if hidden is not None else None,
         "rng": {"torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -65,6 +68,7 @@ def save_checkpoint(path, model: SampleRNN, *, run_config: dict, step: int,
         "sample_rate": sample_rate,
         "dataset": dataset,
         "extra": extra or {},
+        "code": code_version(),
     }
     tmp, failed = path.with_name(path.name + ".tmp"), None
     try:

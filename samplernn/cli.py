@@ -39,7 +39,7 @@ def _app(config_name: str, task: str, result=None):
         run = importlib.import_module(f"samplernn.{task}").run
         if not _jobs_run_here():
             with one_line_errors():  # a user error is one line (exit 2), never a traceback
-                value = run(cfg)
+                value = _missing_is_a_user_error(run, cfg)
             return result(value) if result else None
         from hydra.core.hydra_config import HydraConfig
         jobs.append(list(HydraConfig.get().overrides.task))
@@ -55,6 +55,7 @@ def _app(config_name: str, task: str, result=None):
         failed.clear()
         with one_line_errors():
             _check_output_dirs(sys.argv[1:])
+            _check_launcher(sys.argv[1:])
         try:
             main()
         except KeyboardInterrupt as stop:  # Ctrl-C where a command does not stop on its own
@@ -78,6 +79,32 @@ def _swept(jobs: list[list[str]], i: int) -> str:
             values.setdefault(o.split("=", 1)[0], set()).add(o)
     swept = [o for o in jobs[i] if len(values[o.split("=", 1)[0]]) > 1]
     return " ".join(swept) or f"job {i}"
+
+
+def _missing_is_a_user_error(run, cfg):
+    """run(cfg); a required key left out (`???` in the config) is one line naming it."""
+    from omegaconf.errors import MissingMandatoryValue
+    try:
+        return run(cfg)
+    except MissingMandatoryValue as error:
+        key = error.full_key or "a required key"
+        raise ConfigError(f"{key} is required: give {key}=<...> (see --help)") from None
+
+
+def _check_launcher(args: list[str]) -> None:
+    """A SLURM launcher asked for without its extra, or off a SLURM cluster: one line."""
+    import importlib.util
+    import shutil
+    launcher = next((a.split("=", 1)[1] for a in args if a.startswith("hydra/launcher=")), None)
+    if launcher is None or "submitit" not in launcher and launcher != "slurm":
+        return
+    if importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
+        raise ConfigError(f"hydra/launcher={launcher} needs hydra-submitit-launcher: pip "
+                          "install 'samplernn[slurm]' (or make install in a checkout)")
+    if launcher == "slurm" and shutil.which("srun") is None:
+        raise ConfigError("hydra/launcher=slurm submits jobs to SLURM, and this machine has no "
+                          "srun: run it on the cluster's login node, or try the sweep here with "
+                          "hydra/launcher=submitit_local")
 
 
 def _check_output_dirs(args: list[str]) -> None:
@@ -123,14 +150,6 @@ generate = _app("generate", "generation")
 evaluate = _app("evaluate", "evaluate")
 prepare = _app("prepare", "prepare")
 benchmark = _app("benchmark", "benchmark")
-
-
-def command(task: str) -> str:
-    """How to run a task the way this process was started: samplernn-<task> when installed
-    commands are in use, else python scripts/<task>.py (for the hints a run prints)."""
-    if Path(sys.argv[0]).name.startswith("samplernn-"):
-        return f"samplernn-{task}"
-    return f"python {'datasets' if task == 'prepare' else 'scripts'}/{task}.py"
 
 
 def compare():

@@ -32,14 +32,14 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from samplernn.audio import pcm16_to_float
+from samplernn.choices import Order, Protocol, Split, words
+from samplernn.commands import command
 from samplernn.errors import BadFile, ConfigError, NotFound, UserError
 from samplernn.interrupt import STOP_SIGNALS
-from samplernn.quantize import quantize
+from samplernn.quantization import quantize
 
 MANIFEST_VERSION = 1
-SPLITS = ("train", "valid", "test")
-ORDERS = ("epoch", "random")
-PROTOCOLS = ("files", "paper")
+SPLITS, ORDERS, PROTOCOLS = words(Split), words(Order), words(Protocol)
 
 
 class PreparedDataset:
@@ -56,7 +56,7 @@ class PreparedDataset:
         manifest_path, samples_path = self.path / "manifest.json", self.path / "samples.npy"
         if not manifest_path.is_file() or not samples_path.is_file():
             raise NotFound(f"{self.path} is not a prepared dataset (needs manifest.json "
-                           f"and samples.npy); prepare it first: python datasets/prepare.py "
+                           f"and samples.npy); prepare it first: {command('prepare')} "
                            f"source=<folder> name={self.path.name} (or out_dir={self.path})")
         try:
             self.manifest = json.loads(manifest_path.read_text())
@@ -77,7 +77,7 @@ class PreparedDataset:
     def _hint(self) -> str:
         source = self.manifest.get("source_dir", "<folder>") if isinstance(self.manifest, dict) \
             else "<folder>"
-        return (f"prepare it again: python datasets/prepare.py source={source} "
+        return (f"prepare it again: {command('prepare')} source={source} "
                 f"out_dir={self.path} overwrite=true")
 
     def _open_samples(self, path: Path) -> np.ndarray:

@@ -28,7 +28,21 @@ def pick_device(name: str, threads: int | None = None) -> torch.device:
     return torch.device(name)
 
 
+HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}  # precision -> autocast's dtype
+
+
 def autocast(device: torch.device, precision: str):
-    if precision not in ("fp32", "bf16"):
-        raise ConfigError(f"precision={precision!r}; use fp32 or bf16")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    """The model's forward in `precision`: fp32 (off), bf16 or fp16 (torch.autocast: matrix
+    products and recurrent layers in half precision, sums and the loss in float32).
+    fp16 trains with a gradient scaler (grad_scaler)."""
+    if precision not in ("fp32", *HALF):
+        raise ConfigError(f"precision={precision!r}; use fp32, bf16 or fp16")
+    return torch.autocast(device.type, dtype=HALF.get(precision, torch.bfloat16),
+                          enabled=precision != "fp32")
+
+
+def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
+    """fp16's loss scaling: the loss is multiplied before backward so that small gradients
+    do not underflow to zero, and the scale halves whenever the scaled gradients overflow
+    (that step is skipped). A scaler that does nothing for fp32 and bf16."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")

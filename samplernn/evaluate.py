@@ -14,19 +14,19 @@ import sys
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from . import distributed
 from .checkpoint import load_checkpoint
-from .data import PROTOCOLS, SPLITS, PreparedDataset, eval_loader, eval_runs
+from .commands import command
+from .data import PROTOCOLS, PreparedDataset, eval_loader, eval_runs
 from .device import autocast, pick_device
 from .distributed import World
-from .errors import BadFile, ConfigError, check_choice, check_int
+from .errors import BadFile, ConfigError, check_int
 from .lock import InUse
 from .model import SampleRNN
-from .quantize import nll_bits
-
+from .quantization import nll_bits
 
 PAPER_SECONDS = 8.0
 
@@ -98,23 +98,24 @@ def run(cfg: DictConfig) -> dict:
     """python scripts/evaluate.py checkpoint=<path> [split=test] [dataset.path=...]
 
     Under torchrun (or as SLURM tasks) the processes share the files; the main one writes."""
-    check_choice("split", cfg.split, SPLITS)
+    if OmegaConf.is_missing(cfg, "checkpoint"):
+        raise ConfigError(f"say which model: {command('evaluate')} "
+                          "checkpoint=<run dir>/checkpoints/best.pt")
     check_int("batch_size", cfg.batch_size, minimum=1)
     check_int("seq_len", cfg.seq_len, minimum=1, optional=True)
-    if cfg.protocol is not None:
-        check_choice("protocol", cfg.protocol, PROTOCOLS)
     with distributed.process_group(str(cfg.device)) as world:
         return _evaluate(cfg, world)
 
 
 def _evaluate(cfg: DictConfig, world: World) -> dict:
-    out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).with_name(
-        f"eval_{cfg.split}_{Path(cfg.checkpoint).stem}.json")
-    if out.is_dir():
-        raise ConfigError(f"out={out} is a folder; give the path of the JSON file to write")
     device = distributed.device(world, pick_device(cfg.device, cfg.get("threads")))
     model, info = load_checkpoint(cfg.checkpoint, device)
     run_cfg = info["run_config"]
+    protocol = cfg.protocol or run_cfg["eval"].get("protocol", "files")
+    out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).with_name(  # one per protocol
+        f"eval_{cfg.split}_{Path(cfg.checkpoint).stem}_{protocol}.json")
+    if out.is_dir():
+        raise ConfigError(f"out={out} is a folder; give the path of the JSON file to write")
     path = cfg.dataset.path or run_cfg["dataset"]["path"]
     dataset = PreparedDataset(path)
     trained_on = info.get("dataset")
@@ -130,7 +131,6 @@ def _evaluate(cfg: DictConfig, world: World) -> dict:
         tmp.write_text("")  # a folder we cannot write to says so now, not after the evaluation
     try:
         seq_len = cfg.seq_len or run_cfg["eval"]["seq_len"]
-        protocol = cfg.protocol or run_cfg["eval"].get("protocol", "files")
         with world.only_main(InUse(dataset.path, f"evaluating {cfg.checkpoint}")):
             result = evaluate_nll(model, dataset, cfg.split, cfg.batch_size, seq_len, device,
                                   cfg.precision, protocol, world=world)

@@ -17,17 +17,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from tqdm import tqdm
 
 from .audio import AudioError, WavStreamWriter, iter_audio_blocks
 from .checkpoint import load_checkpoint
+from .commands import command
 from .device import pick_device
-from .errors import ConfigError, NotFound, check_choice, check_int, check_number
-from .lock import DirLock
+from .errors import ConfigError, NotFound, check_int, check_number
 from .interrupt import Stopped, abort_on_signals
-from .quantize import dequantize, quantize
-from .sampler import BACKENDS, PERSISTENT_MAX_STREAMS, PRECISIONS, Sampler
+from .lock import DirLock
+from .quantization import dequantize, quantize
+from .sampler import PERSISTENT_MAX_STREAMS, Sampler
 
 
 def _temperatures(value) -> list[float]:
@@ -44,15 +45,15 @@ def _temperatures(value) -> list[float]:
 
 def _check(cfg: DictConfig) -> list[float]:
     """The options, checked before anything is loaded or written; returns the temperatures."""
+    if OmegaConf.is_missing(cfg, "checkpoint"):
+        raise ConfigError(f"say which model: {command('generate')} "
+                          "checkpoint=<run dir>/checkpoints/best.pt")
     check_int("num_samples", cfg.num_samples, minimum=1)
     check_int("batch_size", cfg.batch_size, minimum=1)
     check_int("seed", cfg.seed, minimum=0)
     check_number("seconds", cfg.seconds, above=0)
     check_number("block_seconds", cfg.block_seconds, above=0)
     check_number("prime_seconds", cfg.prime_seconds, above=0, optional=True)
-    if cfg.get("backend") is not None:
-        check_choice("backend", cfg.backend, BACKENDS)
-    check_choice("precision", cfg.precision, PRECISIONS)
     check_int("graph_samples", cfg.graph_samples, minimum=1)
     if cfg.persistent and min(cfg.batch_size, cfg.num_samples) > PERSISTENT_MAX_STREAMS:
         raise ConfigError(f"persistent=true generates up to {PERSISTENT_MAX_STREAMS} streams at "
@@ -147,7 +148,8 @@ def _generate(cfg, model, info, device, temps, prime, length, block, rate, out_d
     mc = model.config
     for temp in temps:
         bar = tqdm(total=length * cfg.num_samples, unit="sample", unit_scale=True,
-                   desc=f"temperature {temp:g}", dynamic_ncols=True)
+                   desc=f"temperature {temp:g}", dynamic_ncols=True,
+                   disable=not sys.stderr.isatty())  # a bar only on a terminal, never in logs
         for first in range(0, cfg.num_samples, cfg.batch_size):
             n = min(cfg.batch_size, cfg.num_samples - first)
             seed = cfg.seed + first

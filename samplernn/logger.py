@@ -27,25 +27,44 @@ class RunLogger:
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.wandb = None
         self.run = None
-        mode = logger_cfg.get("mode", "offline")
+        self.note = None  # why W&B logs offline or not at all, when it was asked otherwise
+        mode = str(logger_cfg.get("mode", "offline"))
         try:
             os.environ.setdefault("WANDB_SILENT", "true")
             import wandb
             self.wandb = wandb
-            settings = wandb.Settings(console=logger_cfg.get("console", "auto"),
-                                      x_disable_stats=not logger_cfg.get("system_metrics", True))
-            self.run = wandb.init(
-                mode=mode, project=logger_cfg.get("project", "samplernn"),
-                entity=logger_cfg.get("entity"), dir=str(self.run_dir), group=group,
-                job_type=job_type, tags=list(tags) + list(logger_cfg.get("tags") or []),
-                name=name, config={**run_config, **(identity or {})}, id=run_id,
-                resume="allow" if run_id else None, settings=settings)
-            self.run.define_metric("trainer/step")
-            self.run.define_metric("*", step_metric="trainer/step")
-            for key in ("train/nll_bits", "valid/nll_bits", "test/nll_bits"):
-                self.run.define_metric(key, step_metric="trainer/step", summary="min")
+            start = lambda mode: self._start(mode, logger_cfg, run_config, group=group,  # noqa: E731
+                                             tags=tags, name=name, run_id=run_id,
+                                             job_type=job_type, identity=identity)
+            try:
+                self.run = start(mode)
+            except Exception as error:  # noqa: BLE001 - no login, no network: offline then
+                if mode != "online":
+                    raise
+                self.note = (f"W&B logs this run offline: online failed "
+                             f"({_first_line(error)}); wandb login, then wandb sync it")
+                log.warning(self.note)
+                self.run = start("offline")
         except Exception as error:  # noqa: BLE001 - W&B must never stop training
             self._off(error)
+
+    def _start(self, mode: str, logger_cfg: dict, run_config: dict, *, group, tags, name,
+               run_id, job_type, identity):
+        wandb = self.wandb
+        settings = wandb.Settings(console=logger_cfg.get("console", "auto"),
+                                  x_disable_stats=not logger_cfg.get("system_metrics", True),
+                                  init_timeout=30)
+        run = wandb.init(
+            mode=mode, project=logger_cfg.get("project", "samplernn"),
+            entity=logger_cfg.get("entity"), dir=str(self.run_dir), group=group,
+            job_type=job_type, tags=list(tags) + list(logger_cfg.get("tags") or []),
+            name=name, config={**run_config, **(identity or {})}, id=run_id,
+            resume="allow" if run_id else None, settings=settings)
+        run.define_metric("trainer/step")
+        run.define_metric("*", step_metric="trainer/step")
+        for key in ("train/nll_bits", "valid/nll_bits", "test/nll_bits"):
+            run.define_metric(key, step_metric="trainer/step", summary="min")
+        return run
 
     @property
     def run_id(self) -> str | None:
@@ -62,7 +81,8 @@ class RunLogger:
             return None
 
     def _off(self, error: Exception) -> None:
-        log.warning("W&B is switched off for this run: %s", error)
+        self.note = f"W&B is off for this run ({_first_line(error)}); metrics.jsonl has it all"
+        log.warning(self.note)
         self.run = None
 
     def _wandb(self, fn, *args, **kwargs):
@@ -136,3 +156,7 @@ class RunLogger:
             except Exception as error:  # noqa: BLE001
                 log.warning("W&B finish failed: %s", error)
         self.run = None
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]

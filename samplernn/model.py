@@ -23,100 +23,14 @@ This module knows nothing of files, Hydra or W&B.
 """
 
 import math
-from dataclasses import asdict, dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
-from .errors import ConfigError
-from .quantize import Q_TYPES, dequantize
-
-RNN_TYPES = ("gru", "lstm")
-FRAME_INPUTS = ("codes", "audio")
-TOP_INPUTS = ("direct", "projected")
-INITS = ("authors", "pytorch")
-# The options that rebuild samplernn 0.1's model; a checkpoint without these keys predates
-# them and loads with these values.
-DEVIATIONS = dict(frame_input="audio", top_input="projected", mlp_first_relu=True,
-                  init="pytorch")
-
-
-@dataclass
-class SampleRNNConfig:
-    """Everything that rebuilds a model; stored in every checkpoint.
-
-    frame_sizes: samples per frame of each frame-level tier, listed bottom-up,
-        each dividing the next. [16] is 2-tier, [2, 8] 3-tier, [2, 8, 32] 4-tier.
-    skip_connections: every RNN layer after the first also reads the stack's input,
-        and the tier's output projection reads every layer (Graves 2013, as the authors).
-
-    Deviations from the authors' model, each an option measured in docs/fidelity.md:
-    frame_input: "codes" feeds frames on the code scale [-2, 2) (the authors');
-        "audio" feeds the dequantized amplitude in [-1, 1] (for mu-law the decoded
-        waveform: the bug of samplernn 0.1).
-    top_input: "direct" feeds the top tier's raw frame into its RNN (the authors');
-        "projected" puts Linear(frame_size, dim) before it, as in the lower tiers.
-    mlp_first_relu: a ReLU after the sample-level MLP's first layer (not the authors').
-    init: "authors" (He / LeCun / orthogonal, as lib/ops.py) or "pytorch" (its defaults).
-    """
-
-    frame_sizes: list[int] = field(default_factory=lambda: [2, 8])
-    dim: int = 1024
-    n_rnn: int = 1
-    rnn_type: str = "gru"
-    skip_connections: bool = False
-    emb_dim: int = 256
-    q_levels: int = 256
-    q_type: str = "linear"
-    learn_h0: bool = True
-    weight_norm: bool = True
-    frame_input: str = "codes"
-    top_input: str = "direct"
-    mlp_first_relu: bool = False
-    init: str = "authors"
-
-    def __post_init__(self):
-        self.frame_sizes = [int(f) for f in self.frame_sizes]
-        if not self.frame_sizes:
-            raise ConfigError("model.frame_sizes is empty; give at least one frame size, e.g. [16]")
-        if any(f < 1 for f in self.frame_sizes):
-            raise ConfigError(f"model.frame_sizes={self.frame_sizes} must be positive integers")
-        for below, above in zip(self.frame_sizes, self.frame_sizes[1:]):
-            if above % below or above == below:
-                raise ConfigError(
-                    f"model.frame_sizes={self.frame_sizes}: {above} is not a multiple of {below} "
-                    "greater than it; list frame sizes bottom-up, each dividing the next "
-                    "(e.g. [2, 8] or [2, 8, 32])")
-        for name, allowed in (("rnn_type", RNN_TYPES), ("q_type", Q_TYPES),
-                              ("frame_input", FRAME_INPUTS), ("top_input", TOP_INPUTS),
-                              ("init", INITS)):
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"model.{name}={getattr(self, name)!r} is unknown; use one of "
-                                  f"{allowed}")
-        if self.q_levels < 2:
-            raise ConfigError(f"model.q_levels={self.q_levels} must be at least 2")
-        for name in ("dim", "n_rnn", "emb_dim"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"model.{name}={getattr(self, name)} must be at least 1")
-
-    @property
-    def n_tiers(self) -> int:
-        return len(self.frame_sizes) + 1
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "SampleRNNConfig":
-        """A stored config; keys it lacks predate their option and take DEVIATIONS' values."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"model config keys {unknown} are unknown to this version of "
-                              "samplernn; was the checkpoint written by a newer one?")
-        return cls(**{**DEVIATIONS, **values})
+from .modelconfig import DEVIATIONS, SampleRNNConfig  # noqa: F401  (DEVIATIONS: re-exported)
+from .quantization import dequantize
 
 
 def frame_values(config: SampleRNNConfig) -> torch.Tensor:

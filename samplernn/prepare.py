@@ -44,13 +44,15 @@ import numpy as np
 from tqdm import tqdm
 
 from samplernn.audio import AudioError, audio_info, float_to_pcm16, iter_audio_blocks
+from samplernn.choices import Normalize, words
+from samplernn.commands import command
 from samplernn.data import MANIFEST_VERSION, SPLITS  # the reader's format: one definition
 from samplernn.errors import (AlreadyExists, BadFile, ConfigError, NotFound, check_int,
                              check_number)
 from samplernn.interrupt import STOP_SIGNALS, Stopped, abort_on_signals, signal_name
 from samplernn.lock import DirLock, readers
 
-NORMALIZE = ("none", "peak", "minmax")
+NORMALIZE = words(Normalize)
 PEAK_LEVEL = 0.99
 MAX_AMPLITUDE = 1000.0  # decoded values beyond this (or non-finite) mean a damaged file
 # Options that change the prepared data; a re-run with the same ones and inputs is a no-op.
@@ -389,6 +391,8 @@ def _print_summary(manifest: dict, report: dict, out_dir: Path) -> None:
         n = sum(r["clipped"] for r in report["clipped"])
         print(f"  clipped {n} sample values beyond +-1 to +-1 in {len(report['clipped'])} files "
               f"(before normalize={o['normalize']}; details in {out_dir / 'report.json'})")
+    shown = os.path.relpath(out_dir) if out_dir.is_relative_to(Path.cwd()) else out_dir
+    print(f"Next:\n  train on it    {command('train')} dataset.path={shown}")
 
 
 def _check_options(source: Path, opts: dict) -> None:
@@ -535,7 +539,7 @@ def run(cfg) -> dict:
     from omegaconf import OmegaConf
     base = Path(get_original_cwd()) if HydraConfig.initialized() else Path.cwd()
     if OmegaConf.is_missing(cfg, "source"):
-        raise ConfigError("say which folder to prepare: python datasets/prepare.py "
+        raise ConfigError(f"say which folder to prepare: {command('prepare')} "
                           "source=<folder> name=<name>")
     if cfg.get("out_dir"):
         out_dir = Path(cfg.out_dir)

@@ -73,9 +73,15 @@ RUN_COLUMNS = ("run", "preset", "tiers", "seed", "status", "step", "test NLL (bi
 
 def summary_cells(row: Row, rows: list[Row]) -> list[str]:
     preset = f"{row.preset} ({row.variant})" if row.variant else row.preset
-    return [preset, _fmt(row.tiers), _fmt_params(row), str(len(row.runs)), _fmt_stat(row, "test_nll_bits"),
+    return [preset, _fmt(row.tiers), _fmt_params(row), _seeds(row), _fmt_stat(row, "test_nll_bits"),
             _delta(row, rows), _fmt_stat(row, "best_valid_nll_bits"), _fmt_stat(row, "train_samples_per_s", 0),
             _fmt_stat(row, "gen_samples_per_s", 0), _fmt_stat(row, "wall_time_s", 0)]
+
+
+def _seeds(row: Row) -> str:
+    """Distinct seeds (three runs of seed 1 and two of seed 2 are 2 seeds, 5 runs)."""
+    seeds = len({r.seed for r in row.runs})
+    return str(seeds) if seeds == len(row.runs) else f"{seeds} ({len(row.runs)} runs)"
 
 
 def run_cells(r: RunRecord) -> list[str]:

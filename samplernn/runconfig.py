@@ -14,40 +14,38 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .data import ORDERS, PROTOCOLS, SPLITS
-from .errors import AlreadyExists, ConfigError, NotFound, check_choice, check_int, check_number
-from .model import SampleRNNConfig
+from .errors import AlreadyExists, ConfigError, NotFound, check_int, check_number
+from .modelconfig import SampleRNNConfig
 
 MUTABLE_ON_RESUME = ("train.max_steps", "train.max_minutes", "train.log_every",
                      "train.max_nonfinite_steps", "eval.every", "eval.batch_size", "eval.seq_len",
                      "eval.test", "eval.n_samples", "eval.sample_seconds", "eval.temperature",
                      "device", "threads", "precision", "compile", "resume", "logger", "group",
                      "dataset.path", "dataset.num_workers")
+# What the run sets from its data (the manifest's name, whether it is the built-in data),
+# whatever the command said: never a change.
+FROM_THE_DATA = ("dataset.name", "dataset.builtin")
 # Config groups whose files may set any key (package _global_): naming one names everything.
 _GLOBAL_GROUPS = ("experiment", "debug", "variant")
 _ABSENT = object()
 
 
 def check_config(cfg: DictConfig) -> SampleRNNConfig:
-    """Every value a training run reads, checked up front; returns the model config."""
+    """Every value a training run reads, checked up front (the choices are the schema's, at
+    composition); returns the model config."""
     t, e, o = cfg.train, cfg.eval, cfg.optim
     check_int("seed", cfg.seed, minimum=0)
-    check_choice("precision", cfg.precision, ("fp32", "bf16"))
     check_int("threads", cfg.get("threads"), minimum=1, optional=True)
     for key, minimum in (("max_steps", 0), ("batch_size", 1), ("seq_len", 1), ("log_every", 1),
                          ("max_nonfinite_steps", 1)):
         check_int(f"train.{key}", t[key], minimum=minimum)
     check_number("train.max_minutes", t.max_minutes, above=0, optional=True)
-    check_choice("train.order", t.order, ORDERS)
     for key, minimum in (("every", 1), ("batch_size", 1), ("seq_len", 1), ("n_samples", 0)):
         check_int(f"eval.{key}", e[key], minimum=minimum)
     check_number("eval.sample_seconds", e.sample_seconds, minimum=0)
     check_number("eval.temperature", e.temperature, minimum=0)
-    check_choice("eval.split", e.split, SPLITS)
-    check_choice("eval.protocol", e.protocol, PROTOCOLS)
     check_number("optim.lr", o.lr, above=0)
     check_number("optim.weight_decay", o.weight_decay, minimum=0)
-    check_choice("optim.clip", o.clip, ("value", "norm", "none"))
     check_number("optim.clip_value", o.clip_value, above=0)
     check_int("optim.warmup_steps", o.warmup_steps, minimum=0)
     if len(o.betas) != 2:
@@ -106,7 +104,7 @@ def _keys_set_by(override: str, overrides: list[str], config_name: str) -> list[
     from hydra import compose
 
     def flat(ovr):
-        return flatten(OmegaConf.to_container(compose(config_name, overrides=ovr)))
+        return flatten(OmegaConf.to_container(compose(config_name, overrides=ovr), enum_to_str=True))
     with_it, without = flat(overrides), flat([o for o in overrides if o != override])
     return [k for k in sorted(set(with_it) | set(without))
             if with_it.get(k, _ABSENT) != without.get(k, _ABSENT)]
@@ -118,9 +116,10 @@ def resumed_config(cfg: DictConfig, stored: dict, source: Path,
     first asked change that a resumed run cannot take, and the override that asked for it.
     Keys the stored config lacks (added to this code since the run started) take the new
     config's values."""
-    new, old = flatten(OmegaConf.to_container(cfg, resolve=True)), flatten(stored)
+    new, old = flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)), flatten(stored)
     changed = [k for k in sorted(old) if new.get(k, _ABSENT) is not _ABSENT
-               and new[k] != old[k] and (asked is None or _under(k, asked))]
+               and new[k] != old[k] and (asked is None or _under(k, asked))
+               and not _under(k, FROM_THE_DATA)]
     refused = [k for k in changed if not _under(k, MUTABLE_ON_RESUME)]
     if refused:
         k = refused[0]

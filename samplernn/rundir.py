@@ -81,8 +81,11 @@ class RunRecord:
 
     @property
     def preset(self) -> str:
+        """The model preset, with the fields the run changed in it: three_tier(dim=128)."""
         preset = self.summary.get("preset") or self.hydra_choices.get("model")
-        return str(preset or (f"{self.tiers}_tier" if self.tiers else MISSING))
+        preset = str(preset or (f"{self.tiers}_tier" if self.tiers else MISSING))
+        changes = self.summary.get("preset_changes")
+        return f"{preset}({changes})" if changes else preset
 
     @property
     def seed(self):

@@ -17,9 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from .checkpoint import save_checkpoint
-from .cli import command
+from .commands import command, tool
 from .distributed import World
+from .cli import CONFIG_DIR
 from .logger import RunLogger
+from .modelconfig import SampleRNNConfig
 from .runconfig import hydra_runtime
 from .samples import write_samples
 
@@ -32,20 +34,74 @@ def for_process(world: World, run_dir: Path) -> "RunWriter | Silent":
 
 
 def identity(cfg: DictConfig, tiers: int, dataset_name: str, previous: dict) -> dict:
-    """What the run is, for people and W&B: preset, group, name (e.g. three_tier-s1, or
-    three_tier-authors-s1 with a variant) and tags. A resumed run keeps its own."""
+    """What the run is, for people and W&B: preset, group, name and tags. A resumed run
+    keeps its own.
+
+    preset: the model group's choice; preset_changes: the fields the command changed in it
+    (`dim=128, n_rnn=1`), so that a changed preset does not pass for the preset: the name
+    shows them (`three_tier(dim=128, n_rnn=1)-s1`), and adds the variant and a sweep's
+    other swept keys (`tiny-optim.lr=0.0001-s1`), so the runs of a sweep have names of
+    their own."""
     hc = hydra_runtime()
     choices = hc.runtime.choices if hc is not None else {}
-    preset = previous.get("preset") or choices.get("model") or "custom"
+    variant = choices.get("variant")
+    if previous.get("preset"):
+        preset, changes = previous["preset"], previous.get("preset_changes", "")
+    else:
+        preset = choices.get("model") or "custom"
+        changes = _preset_changes(cfg, preset, variant, hc)
     group = cfg.get("group") or cfg.get("experiment_name")
+    swept = []
     if hc is not None and str(hc.mode) == "RunMode.MULTIRUN":
         sweep = Path(hc.sweep.dir)
         group = f"{group or 'sweep'}-{sweep.parent.name}-{sweep.name}"
-    variant = choices.get("variant")
-    name = "-".join([preset] + ([variant] if variant else []) + [f"s{cfg.seed}"])
-    return {"preset": preset, "group": previous.get("group") or group or dataset_name,
+        keys = _swept_keys(hc) - {"seed", "model", "variant", "experiment"}
+        swept = [o for o in hc.overrides.task
+                 if o.split("=", 1)[0] in keys and not o.startswith("model.")]
+    model = f"{preset}({changes})" if changes else preset
+    name = "-".join([model] + ([variant] if variant else []) + swept + [f"s{cfg.seed}"])
+    return {"preset": preset, "preset_changes": changes,
+            "group": previous.get("group") or group or dataset_name,
             "name": previous.get("name") or name,
             "tags": [f"tiers={tiers}", f"preset={preset}", f"dataset={dataset_name}"]}
+
+
+def _preset_changes(cfg: DictConfig, choice: str, variant: str | None, hc) -> str:
+    """The fields this run's model changes in its preset (but those its variant sets)."""
+    own = _group_file(hc, "model", choice)
+    if own is None:
+        return ""
+    base = OmegaConf.merge(OmegaConf.structured(SampleRNNConfig), own)
+    preset = OmegaConf.to_container(base, enum_to_str=True)
+    model = OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True)
+    by_variant = _group_file(hc, "variant", variant) if variant else None
+    skip = set(by_variant.get("model", {})) if by_variant is not None else set()
+    return ", ".join(f"{k}={v}" for k, v in model.items() if k not in skip and preset.get(k) != v)
+
+
+def _group_file(hc, group: str, option: str):
+    """configs/<group>/<option>.yaml from the package or a --config-dir, or None."""
+    folders = [Path(CONFIG_DIR)] + [Path(s.path) for s in (hc.runtime.config_sources if hc else [])
+                                    if s.schema == "file"]
+    for folder in folders:
+        path = folder / group / f"{option}.yaml"
+        if path.is_file():
+            return OmegaConf.load(path)
+    return None
+
+
+def _swept_keys(hc) -> set[str]:
+    """The keys a multirun sweeps: its experiment's sweeper params and the command line's
+    sweep overrides (multirun.yaml in the sweep folder)."""
+    keys = set(hc.sweeper.get("params") or {})
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        task = OmegaConf.load(Path(hc.sweep.dir) / "multirun.yaml").hydra.overrides.task
+        keys |= {o.key_or_group for o in OverridesParser.create().parse_overrides(list(task))
+                 if o.is_sweep_override()}
+    except Exception:  # noqa: BLE001 - a name's detail: never a reason to fail
+        pass
+    return keys
 
 
 def read_json(path: Path) -> dict:
@@ -159,7 +215,9 @@ class RunWriter:
                  f"  evaluate       {command('evaluate')} checkpoint={best}",
                  f"  compare runs   {command('compare')} {run_dir} <other run dirs>"]
         if sync is not None:
-            lines.append(f"  sync to W&B    wandb sync {sync}   (every segment of the run)")
+            lines.append(f"  sync to W&B    {tool('wandb')} sync {sync}   (every segment of the run)")
+        if self.logger.note:
+            lines.append(f"Note: {self.logger.note}")
         print("\n".join(lines), flush=True)
 
     def progress_bar(self, max_steps: int, step: int) -> tqdm:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .audio import write_wav
 from .plots import spectrogram_png, waveform_png
-from .quantize import dequantize
+from .quantization import dequantize
 from .sampler import generate
 
 

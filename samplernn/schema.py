@@ -2,8 +2,9 @@
 
 Each primary config (configs/train.yaml, generate.yaml, evaluate.yaml, prepare.yaml,
 benchmark.yaml) starts its defaults list with its schema here, so composition checks every
-key and type: a misspelt key or `train.max_steps=abc` fails with Hydra's message before
-anything runs. Values a type cannot express (ranges, choices) are checked when a command
+key, type and choice: a misspelt key, `train.max_steps=abc` or `logger.mode=offlin` fails
+with Hydra's message before anything runs (choices are choices.py's words). Values a type
+cannot express (ranges; device, which may be cuda:<index>) are checked when a command
 starts, with one line naming the key (runconfig.check_config and each task's own checks).
 Hydra composes, Python constructs: these dataclasses only describe; the model's group
 is `SampleRNNConfig` itself.
@@ -14,7 +15,8 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 
-from .model import SampleRNNConfig
+from .choices import Backend, Clip, LoggerMode, Normalize, Order, Precision, Protocol, Split
+from .modelconfig import SampleRNNConfig
 
 
 @dataclass
@@ -31,14 +33,14 @@ class OptimConfig:
     lr: float = 1e-3
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 0.0
-    clip: str = "value"
+    clip: Clip = Clip.value
     clip_value: float = 1.0
     warmup_steps: int = 0
 
 
 @dataclass
 class LoggerConfig:
-    mode: str = "offline"
+    mode: LoggerMode = LoggerMode.offline
     project: str = "samplernn"
     entity: Optional[str] = None
     tags: list[str] = field(default_factory=list)
@@ -53,7 +55,7 @@ class TrainLoopConfig:
     batch_size: int = 16
     seq_len: int = 512
     log_every: int = 25
-    order: str = "epoch"
+    order: Order = Order.epoch
     max_nonfinite_steps: int = 10
 
 
@@ -62,8 +64,8 @@ class EvalConfig:
     every: int = 500
     batch_size: int = 32
     seq_len: int = 4096
-    protocol: str = "files"
-    split: str = "valid"
+    protocol: Protocol = Protocol.files
+    split: Split = Split.valid
     test: bool = True
     n_samples: int = 2
     sample_seconds: float = 2.0
@@ -79,7 +81,7 @@ class TrainConfig:
     seed: int = 1
     device: str = "auto"
     threads: Optional[int] = 1
-    precision: str = "fp32"
+    precision: Precision = Precision.fp32
     compile: bool = False
     resume: Any = "auto"
     experiment_name: Optional[str] = None
@@ -96,14 +98,14 @@ class DatasetPathConfig:
 @dataclass
 class EvaluateConfig:
     checkpoint: str = "???"
-    split: str = "test"
+    split: Split = Split.test
     dataset: DatasetPathConfig = field(default_factory=DatasetPathConfig)
     seq_len: Optional[int] = None
     batch_size: int = 32
     device: str = "auto"
     threads: Optional[int] = 1
-    precision: str = "fp32"
-    protocol: Optional[str] = None
+    precision: Precision = Precision.fp32
+    protocol: Optional[Protocol] = None
     out: Optional[str] = None
 
 
@@ -120,8 +122,8 @@ class GenerateConfig:
     block_seconds: float = 1.0
     out_dir: Optional[str] = None
     device: str = "auto"
-    backend: Optional[str] = None
-    precision: str = "fp32"
+    backend: Optional[Backend] = None
+    precision: Precision = Precision.fp32
     graph_samples: int = 512
     persistent: bool = False
     threads: Optional[int] = None
@@ -133,7 +135,7 @@ class PrepareConfig:
     name: str = "???"
     out_dir: Optional[str] = None
     sample_rate: int = 16000
-    normalize: str = "none"
+    normalize: Normalize = Normalize.none
     chunk_seconds: float = 8.0
     valid_fraction: float = 0.05
     test_fraction: float = 0.05
@@ -150,7 +152,7 @@ class BenchmarkConfig:
     preset: Optional[str] = None
     device: str = "cpu"
     threads: Optional[int] = 1
-    precision: str = "fp32"
+    precision: Precision = Precision.fp32
     compile: bool = False
     batch_sizes: list[int] = field(default_factory=lambda: [1, 16])
     train_seq_len: int = 512
@@ -158,7 +160,7 @@ class BenchmarkConfig:
     warmup_steps: int = 2
     gen_seconds: float = 1.0
     repeats: int = 5
-    backend: Optional[str] = None
+    backend: Optional[Backend] = None
     cuda_graph: Optional[bool] = None
     graph_samples: int = 512
     persistent: bool = False

@@ -31,6 +31,7 @@ import contextlib
 import logging
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -41,15 +42,24 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from . import distributed, runwriter
 from .checkpoint import read_checkpoint, restore_rng
+from .commands import command
 from .data import Batch, PreparedDataset, batches, train_loader
-from .device import autocast, pick_device
+from .device import autocast, grad_scaler, pick_device
 from .errors import BadFile, ConfigError, NotFound, UserError
 from .evaluate import evaluate_nll
 from .interrupt import StopRequest, signal_name
 from .lock import DirLock, InUse
 from .model import SampleRNN
-from .quantize import nll_bits
-from .runconfig import asked_keys, check_config, hydra_runtime, resume_path, resumed_config
+from .quantization import nll_bits
+from .synth import DEFAULT_PATH
+from .runconfig import (
+    asked_keys,
+    check_config,
+    hydra_runtime,
+    resume_path,
+    resumed_config,
+)
+from .version import code_version
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +70,17 @@ class Diverged(UserError):
 
 def run(cfg: DictConfig, run_dir=None) -> dict:
     """Train as configured; returns the final metrics (valid/test NLL in bits, steps)."""
+    mine = _run_dir(cfg, run_dir)
+    try:
+        return _run(cfg, mine)
+    except BaseException:
+        _drop_if_empty(mine)  # a run that never started leaves no folder (Hydra made it)
+        raise
+
+
+def _run(cfg: DictConfig, mine: Path) -> dict:
     check_config(cfg)
     with distributed.process_group(str(cfg.device)) as world:
-        mine = _run_dir(cfg, run_dir)
         run_dir = world.broadcast(mine)  # the main process's clock names the run
         if not world.main:
             distributed.drop_stray_output_dir(mine, run_dir)
@@ -110,6 +128,7 @@ class Training:
     forward: torch.nn.Module       # the model as trained: in DDP, torch.compile'd
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler     # fp16's loss scale (does nothing for fp32 and bf16)
     step: int                      # optimisation steps taken (skipped ones included)
     hidden: list[torch.Tensor] | None  # TBPTT state of this process's rows
     best: float                    # best valid NLL so far, bits
@@ -178,7 +197,11 @@ class Training:
                           "that data, or start a new run")
         self.data_info = {"path": str(self.dataset.path.resolve()), "name": self.dataset.name,
                           "fingerprint": self.dataset.fingerprint}
-        self.cfg.dataset.path = self.data_info["path"]  # the run records where its data are
+        # the run records where its data are and what they are called (their manifest's name:
+        # dataset.path=data/mine is "mine", whatever dataset preset the command started from)
+        self.cfg.dataset.path = self.data_info["path"]
+        self.cfg.dataset.name = self.dataset.name
+        self.cfg.dataset.builtin = self.dataset.path.resolve() == DEFAULT_PATH.resolve()
 
     def _build_model(self) -> None:
         """The model; `forward` wraps it for DDP and torch.compile; Adam with warm-up."""
@@ -195,6 +218,7 @@ class Training:
                                           betas=tuple(cfg.optim.betas),
                                           weight_decay=cfg.optim.weight_decay,
                                           fused=device.type == "cuda" or None)
+        self.scaler = grad_scaler(device, cfg.precision)  # fp16's loss scale; else does nothing
         warmup = max(int(cfg.optim.warmup_steps), 0)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
@@ -202,15 +226,17 @@ class Training:
     def _open_run_dir(self, resume_from: Path | None, wandb_id: str | None) -> None:
         """config.yaml, the logger, summary.json (the main process); the clock starts."""
         cfg, model_cfg, dataset = self.cfg, self.model_cfg, self.dataset
-        self.run_config = OmegaConf.to_container(cfg, resolve=True)
+        self.run_config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
         who = runwriter.identity(cfg, model_cfg.n_tiers, dataset.name, self.previous)
         identity = {"tiers": model_cfg.n_tiers, "preset": who["preset"],
+                    "preset_changes": who["preset_changes"],
                     "n_parameters": self.model.n_parameters(), "dataset": dataset.name}
         resumed = None if resume_from is None else f"{resume_from} at step {self.step}"
         self.out.open(cfg, self.run_config, who, identity, resumed, wandb_id)
         self.summary = {**identity, "name": who["name"], "sample_rate": dataset.sample_rate,
                         "group": who["group"], "status": "running", "step": self.step,
-                        "wandb_id": self.out.run_id, "processes": self.world.size}
+                        "wandb_id": self.out.run_id, "processes": self.world.size,
+                        "code": code_version()}
         self.summary.update({k: self.previous[k] for k in ("best_valid_nll_bits", "wall_time_s")
                              if k in self.previous})
         self.out.summary(self.summary)
@@ -232,7 +258,8 @@ class Training:
         self.progress.elapsed_s = time.time() - self.start
         self.out.checkpoint(
             name, self.model, run_config=self.run_config, step=self.step,
-            optimizer=self.optimizer, scheduler=self.scheduler, hidden=every_row,
+            optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler,
+            hidden=every_row,
             best_valid_nll_bits=self.best if math.isfinite(self.best) else None,
             wandb_id=self.out.run_id, sample_rate=self.dataset.sample_rate,
             dataset=self.data_info, extra=asdict(self.progress))
@@ -246,6 +273,8 @@ class Training:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler") and self.scaler.is_enabled():  # fp16 resumed at its scale
+            self.scaler.load_state_dict(state["scaler"])
         restore_rng(state)
         self.progress = Progress.restored(state["extra"])
         if state["best_valid_nll_bits"] is not None:
@@ -313,7 +342,8 @@ class Training:
     def optimization_step(self, batch: Batch, n_targets: float) -> None:
         """Forward, loss, backward, clip and update on one TBPTT chunk of this process's rows;
         n_targets: the samples predicted in the global batch. A step whose loss or
-        gradients are not finite makes no update."""
+        gradients are not finite makes no update (under fp16 the loss is scaled before
+        backward, and a step whose scaled gradients overflow is one of these)."""
         device, lb = self.device, self.model.lookback
         codes = batch.codes.to(device, non_blocking=True)
         mask = batch.mask.to(device, non_blocking=True)
@@ -324,16 +354,23 @@ class Training:
         loss = nll_bits(logits, codes[:, lb:], mask, reduction="sum") / (
             max(n_targets, 1) / self.world.size)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)  # the clip and the check see true gradients
         self.grad_norm = _clip(self.params, self.cfg.optim)
         loss_bits = self.world.sum(loss.item())[0] / self.world.size
-        if math.isfinite(loss_bits) and math.isfinite(self.grad_norm):
-            self.optimizer.step()
+        updated = math.isfinite(loss_bits) and math.isfinite(self.grad_norm)
+        if updated:
+            self.scaler.step(self.optimizer)
             self.progress.window.append(loss_bits)
             self.progress.nonfinite_in_a_row = 0
         else:
             hidden = self._skip_step(hidden, loss_bits)
-        self.scheduler.step()
+        self.scaler.update()  # fp16: the scale halves after a skipped step
+        with warnings.catch_warnings():  # a skipped first step is not torch's order mistake
+            if not updated:
+                warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step",
+                                        UserWarning)
+            self.scheduler.step()
         self.hidden = [h.detach() for h in hidden]
         self.step += 1
         self.progress.window_steps += 1
@@ -345,8 +382,10 @@ class Training:
         self.optimizer.zero_grad(set_to_none=True)
         progress.skipped_steps += 1
         progress.nonfinite_in_a_row += 1
-        log.warning("step %d: loss %s, gradient norm %s: update skipped (%d in a row)",
-                    self.step + 1, loss_bits, self.grad_norm, progress.nonfinite_in_a_row)
+        scale = (f"; fp16 loss scale {self.scaler.get_scale():g}, now halved"
+                 if self.scaler.is_enabled() else "")
+        log.warning("step %d: loss %s, gradient norm %s: update skipped (%d in a row)%s",
+                    self.step + 1, loss_bits, self.grad_norm, progress.nonfinite_in_a_row, scale)
         if progress.nonfinite_in_a_row >= limit:
             last = self.run_dir / "checkpoints" / "last.pt"
             raise Diverged(
@@ -479,6 +518,17 @@ def _run_dir(cfg: DictConfig, run_dir) -> Path:
     raise ValueError("no run directory: call run(cfg, run_dir=...) or launch through Hydra")
 
 
+def _drop_if_empty(run_dir: Path) -> None:
+    """An empty run folder goes, and Hydra's runs/<date>/ and runs/ above it if they are
+    empty too."""
+    default = run_dir.parent.parent.name == "runs"
+    for folder in [run_dir] + ([run_dir.parent, run_dir.parent.parent] if default else []):
+        try:
+            folder.rmdir()  # only an empty folder
+        except OSError:
+            return
+
+
 def open_dataset(dataset_cfg) -> PreparedDataset:
     """The prepared dataset; the built-in default data are synthesised on first use, at their
     own path only (any other path must hold a prepared dataset)."""
@@ -488,7 +538,7 @@ def open_dataset(dataset_cfg) -> PreparedDataset:
         if path.resolve() != DEFAULT_PATH.resolve():
             raise NotFound(f"dataset.path={path} holds no prepared dataset; the built-in data are "
                            f"made only at {DEFAULT_PATH}: drop dataset.path, or prepare your audio "
-                           f"there first (python datasets/prepare.py source=<folder> out_dir={path})")
+                           f"there first ({command('prepare')} source=<folder> out_dir={path})")
         log.info("building the built-in default dataset in %s", path)
         build_default_dataset(path)
     return PreparedDataset(path)

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from samplernn.data import (ORDERS, EvalStream, PreparedDataset, TrainStream, eval_loader, pieces,
                             train_loader)
 from samplernn.prepare import prepare
-from samplernn.quantize import silence_code
+from samplernn.quantization import silence_code
 
 Q = ("linear", 65536)
 SILENCE = silence_code(*Q)

@@ -339,7 +339,7 @@ def test_a_diverging_run_stops_with_one_line_and_writes_no_checkpoint(tiny_datas
 def _poison(monkeypatch, bad_calls):
     """The training loss is NaN on the given calls (1-based), as a diverging step's would be."""
     import samplernn.train as train_module
-    from samplernn.quantize import nll_bits as real
+    from samplernn.quantization import nll_bits as real
     calls = [0]
 
     def loss(*args, **kwargs):

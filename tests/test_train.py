@@ -1,6 +1,7 @@
 """The training job end to end on the CPU: outputs, exact resume, checkpoints, W&B."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -163,7 +164,7 @@ def test_paper_protocol_resets_the_state_every_piece(tiny_dataset, tmp_path):
     from samplernn.data import PreparedDataset
     from samplernn.evaluate import evaluate_nll
     from samplernn.prepare import prepare
-    from samplernn.quantize import nll_bits, quantize, silence_code
+    from samplernn.quantization import nll_bits, quantize, silence_code
     prepare(tiny_dataset.parent / "source", tmp_path / "minmax", valid_fraction=0.25,
             test_fraction=0.25, num_workers=0, normalize="minmax", chunk_seconds=0.5)
     dataset = PreparedDataset(tmp_path / "minmax")
@@ -241,10 +242,39 @@ def test_a_run_directory_is_the_run(train_cfg, tmp_path):
     assert config["train"]["max_steps"] == 3 and config["model"]["dim"] == 32
 
 
-def test_bf16_autocast_trains_like_fp32(train_cfg, tmp_path):
-    """bf16 autocast follows the fp32 run of the same seed (the loss is in fp32 either way).
-    The authors' init starts above log2(256) = 8 bits: its logits have a std of about 1.6."""
+@pytest.mark.parametrize("half", ["bf16", "fp16"])
+def test_half_precision_trains_like_fp32(train_cfg, tmp_path, half):
+    """bf16 autocast, and fp16 autocast with its gradient scaler, follow the fp32 run of the
+    same seed (the loss is in fp32 either way). The authors' init starts above
+    log2(256) = 8 bits: its logits have a std of about 1.6."""
     finals = [run(train_cfg(f"precision={p}", "train.max_steps=2", "eval.n_samples=0"),
-                  run_dir=tmp_path / p) for p in ("fp32", "bf16")]
-    fp32, bf16 = (f["valid/nll_bits"] for f in finals)
-    assert 5 < fp32 < 11 and abs(bf16 - fp32) < 0.05, (fp32, bf16)
+                  run_dir=tmp_path / p) for p in ("fp32", half)]
+    fp32, other = (f["valid/nll_bits"] for f in finals)
+    assert 5 < fp32 < 11 and abs(other - fp32) < 0.05, (fp32, other)
+
+
+def test_fp16_skips_overflowing_steps_and_resumes_at_its_scale(train_cfg, tmp_path,
+                                                                monkeypatch):
+    """precision=fp16 scales the loss before backward. A step whose scaled gradients
+    overflow makes no update, counts in train/skipped_steps as a non-finite step does, and
+    halves the scale; the checkpoint holds the scale, so a run trained further goes on
+    where it was. Started at 2^24 (torch's default is 2^16), the half-precision gradients
+    of the first steps overflow (here the first 6)."""
+    import samplernn.train as train_module
+    monkeypatch.setattr(train_module, "grad_scaler", lambda device, precision: torch.amp.GradScaler(
+        device.type, init_scale=2.0 ** 24, enabled=precision == "fp16"))
+    overrides = ("precision=fp16", "train.log_every=1", "eval.every=6", "eval.n_samples=0",
+                 "train.max_nonfinite_steps=20")
+    whole = tmp_path / "whole"
+    final = run(train_cfg(*overrides, "train.max_steps=12"), run_dir=whole)
+    skipped = int(series(whole, "train/skipped_steps")[-1][1])
+    assert 3 <= skipped < 12 and math.isfinite(final["valid/nll_bits"])
+    assert len(series(whole, "train/nll_bits")) == 12 - skipped  # the updates' losses only
+    state = torch.load(whole / "checkpoints" / "last.pt", weights_only=True)
+    assert state["scaler"]["scale"] == 2.0 ** (24 - skipped)
+
+    parts = tmp_path / "parts"
+    run(train_cfg(*overrides, "train.max_steps=6"), run_dir=parts)
+    run(train_cfg(*overrides, "train.max_steps=12"), run_dir=parts)
+    for key in ("train/nll_bits", "train/skipped_steps", "valid/nll_bits"):
+        assert series(parts, key) == series(whole, key), key

@@ -14,7 +14,7 @@ Each backend is a file of its own with the contract of base.py:
 - numpy (CPU): the loop of loop.py on NumPy arrays: float64 models, and where no C
   compiler works (numpy_backend.py).
 - triton (CUDA, float32 models, the default there): the Triton kernels of kernels.py for
-  the sample level, in float32 or bfloat16 weights, CUDA graphs (triton_backend.py).
+  the sample level, in float32, bfloat16 or float16 weights, CUDA graphs (triton_backend.py).
 - torch (CUDA): the loop of loop.py on torch tensors, CUDA graphs (torch_backend.py).
 
 Each gives the same codes for the same seed every time, and greedy decoding
@@ -27,15 +27,15 @@ from collections.abc import Iterator
 
 import torch
 
-from .. import native
+from .. import choices, native
 from ..errors import ConfigError
 from ..model import SampleRNN
-from ..quantize import silence_code
+from ..quantization import silence_code
 from .base import Backend, Start
 from .noise import RandomNumbers
 
-BACKENDS = ("native", "numpy", "torch", "triton")
-PRECISIONS = ("fp32", "bf16")  # the triton backend's weights
+BACKENDS = choices.words(choices.Backend)
+PRECISIONS = choices.words(choices.Precision)  # the triton backend's weights (the others: the model's)
 PRIME_CHUNK = 1 << 16  # prime samples run through the frame tiers at a time
 PERSISTENT_MAX_STREAMS = 8  # the triton backend's persistent kernel: one block of rows
 
@@ -119,8 +119,8 @@ class Sampler:
         (default: every core this process may use).
     cuda_graph: replay recorded top frames instead of launching each kernel (default: on
         CUDA): one frame per replay for torch, `graph_samples` for triton.
-    precision: the triton backend's weights, "fp32" or "bf16" (float32 accumulation and
-        logits either way).
+    precision: the triton backend's weights, "fp32", "bf16" or "fp16" (float32 accumulation
+        and logits either way; fp16 for cards without fast bf16, e.g. T4 and V100).
     persistent: the triton backend's sample level as one kernel per bottom frame, with a
         grid-wide barrier between layers, instead of four kernels per sample (up to 8
         streams).

@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 import torchaudio.functional as AF
 
+from .choices import QType, words
 from .errors import ConfigError
 
-Q_TYPES = ("linear", "mu-law")
+Q_TYPES = words(QType)
 
 
 def _check(q_type: str, q_levels: int) -> None:
