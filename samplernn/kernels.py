@@ -19,7 +19,7 @@ the GRU or LSTM arithmetic in one kernel.
 bottom frame in one launch: at most one program per SM, each owning a slice of every
 layer's columns, with a grid-wide barrier (`_grid_sync`) after each layer.
 
-Weights are float32 or bfloat16 (`precision`); every product accumulates in float32
+Weights are float32, bfloat16 or float16 (`precision`); every product accumulates in float32
 and the logits stay float32. With TRITON_INTERPRET=1 the same kernels run on CPU
 tensors in Triton's interpreter (slowly: the tests do so on machines without a GPU).
 """
@@ -34,7 +34,8 @@ try:
 except ImportError:  # torch's CUDA wheels bring triton; elsewhere the sampler falls back
     triton = None
 
-PRECISIONS = ("fp32", "bf16")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = tuple(DTYPES)
 
 
 def interpreted() -> bool:
@@ -166,7 +167,8 @@ if triton is not None:
                         other=0.0)
             if BLOCK_M < 16:  # a few rows (one stream): products summed in registers
                 acc += tl.sum(a.to(tl.float32)[:, :, None] * v.to(tl.float32)[None, :, :], axis=1)
-            elif UPCAST:  # the interpreter's bf16 dot is wrong; bf16 products are exact in fp32
+            elif UPCAST:  # the interpreter's half dots (NumPy's) are not float32 sums;
+                # bf16 and fp16 products are exact in fp32
                 acc = tl.dot(a.to(tl.float32), v.to(tl.float32), acc, input_precision="ieee")
             else:
                 acc = tl.dot(a.to(v.dtype), v, acc, input_precision="ieee")
@@ -352,7 +354,7 @@ class SampleLevel:
 
     def __init__(self, w, batch: int, device: torch.device, precision: str, seed: int,
                  temperature: float, persistent: bool = False):
-        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+        dtype = DTYPES[precision]
         as_w = lambda a: a.to(device=device, dtype=dtype).contiguous()  # noqa: E731
         self.lut = as_w(w.lut_rev)                                   # [q, fs0, dim]
         self.hidden = [(as_w(h), b.to(device, torch.float32)) for h, b in w.hidden]
@@ -449,7 +451,7 @@ class SampleLevel:
         k, n = w.shape
         args = (x, w, bias, y, self.batch, self.seed, self.step0, t, self.temperature)
         options = dict(K=k, N=n, RELU=relu, NOISE=not relu and self.temperature > 0,
-                       UPCAST=interpreted() and w.dtype == torch.bfloat16, BLOCK_M=self.block_m)
+                       UPCAST=interpreted() and w.dtype != torch.float32, BLOCK_M=self.block_m)
         if interpreted():  # the kernel itself, whole rows and depth in one program
             grid = (triton.cdiv(self.batch, self.block_m), 1)
             _linear.fn[grid](*args, **options, BLOCK_N=max(16, _pow2(n)),

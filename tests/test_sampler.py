@@ -336,15 +336,16 @@ def test_triton_codes_depend_on_the_seed_only():
 
 @pytest.mark.slow  # Triton's interpreter on a CPU
 @pytest.mark.skipif(not TRITON, reason="Triton is not installed")
-@pytest.mark.parametrize("tiers", [2, 3])
-def test_triton_bf16_greedy_leaves_the_model_only_at_near_ties(tiers):
-    """bf16 weights (8 significant bits) with float32 sums and logits: the greedy code is
-    the teacher-forced float32 model's argmax except where its top two logits are closer
-    than 2^-5 of the logits' standard deviation (measured over 16 top frames: 2 of 512
-    positions differed, at gaps below 0.003 with a standard deviation near 1.4)."""
+@pytest.mark.parametrize("tiers, precision", [(2, "bf16"), (3, "bf16"), (3, "fp16")])
+def test_triton_half_greedy_leaves_the_model_only_at_near_ties(tiers, precision):
+    """bf16 weights (8 significant bits) or fp16 (11) with float32 sums and logits: the
+    greedy code is the teacher-forced float32 model's argmax except where its top two
+    logits are closer than 2^-5 of the logits' standard deviation (bf16, measured over 16
+    top frames: 2 of 512 positions differed, at gaps below 0.003 with a standard
+    deviation near 1.4)."""
     model = tiny(FRAME_SIZES[tiers], dim=64).float()
     lb = model.lookback
-    out = generate(model, 4, 8 * lb, temperature=0, backend="triton", precision="bf16")
+    out = generate(model, 4, 8 * lb, temperature=0, backend="triton", precision=precision)
     silence = torch.full((4, lb), silence_code("linear", 64), device=DEVICE)
     logits = reference_logits(model, torch.cat([silence, out], 1), "triton")
     top2 = logits.topk(2, dim=-1).values
@@ -369,7 +370,7 @@ def test_triton_bf16_samples_follow_the_model():
 @pytest.mark.slow  # Triton's interpreter on a CPU
 @pytest.mark.skipif(not TRITON, reason="Triton is not installed")
 @pytest.mark.parametrize("tiers, batch, precision", [(2, 1, "fp32"), (3, 5, "bf16"),
-                                                     (4, 8, "fp32")])
+                                                     (3, 3, "fp16"), (4, 8, "fp32")])
 def test_the_persistent_kernel_steps_as_the_per_layer_kernels(tiers, batch, precision):
     """persistent=True: one kernel per bottom frame with grid barriers between layers.
     Greedy equals the teacher-forced argmax (fp32); sampled codes are those of the

@@ -3,7 +3,7 @@
 The frame tiers as torch operations (tiers.py), each recurrent layer's gate arithmetic in
 one kernel; the sample-level MLP as four Triton kernels per sample, or one per bottom
 frame (`persistent`, up to 8 streams) (kernels.py: SampleLevel). Weights in float32 or
-bfloat16 (`precision`; sums and logits stay float32). The kernels draw their Gumbel noise
+bfloat16 or float16 (`precision`; sums and logits stay float32). The kernels draw their Gumbel noise
 from Philox keyed by (seed, absolute step, stream, code), so the codes never depend on
 blocking or graphs. Without a GPU the kernels run in Triton's interpreter (the tests).
 """
@@ -18,7 +18,7 @@ from .noise import RandomNumbers
 from .tiers import FrameTiers
 
 
-def _bf16_matmul(x, w):
+def _half_matmul(x, w):
     return torch.matmul(x.to(w.dtype), w).float()
 
 
@@ -45,12 +45,13 @@ class TritonBackend(Backend, CudaGraphs):
         self.fused = kernels.SampleLevel(self.w, self.batch_size, self.device, precision,
                                          random.kernel_seed(), self.temperature, persistent)
         matmul = None
-        if precision == "bf16":  # the frame tiers' weights too
-            half = lambda x: None if x is None else x.to(torch.bfloat16)  # noqa: E731
+        if precision != "fp32":  # the frame tiers' weights too
+            dtype = kernels.DTYPES[precision]
+            half = lambda x: None if x is None else x.to(dtype)  # noqa: E731
             for tier in self.w.tiers:
                 tier.update(w_in=half(tier["w_in"]), w_up=half(tier["w_up"]),
                             layers=[(half(a), b, half(c), d) for a, b, c, d in tier["layers"]])
-            matmul = _bf16_matmul
+            matmul = _half_matmul
         self.tiers = FrameTiers(self.w, self.state, self.lookback, torch, matmul, _fused_cell)
         self._try(start)
         self.use_graphs(cuda_graph, graph_samples)
