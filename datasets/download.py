@@ -50,6 +50,8 @@ def _download(url: str, dest_dir: Path, sha256: str | None) -> Path:
     known = f"sha256:{sha256}" if sha256 else None
     fetcher = pooch.create(path=dest_dir, base_url="", registry={name: known}, urls={name: url},
                            retry_if_failed=2)
+    pooch.get_logger().setLevel("ERROR")  # its retries are ours to report, in one line
+    print(f"downloading {url} into {dest_dir}", flush=True)
     return Path(fetcher.fetch(name, progressbar=sys.stderr.isatty()))
 
 

@@ -10,6 +10,7 @@ import shutil
 import sys
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]  # a checkout's root (site-packages when installed)
 SCRIPTS = {"prepare": "datasets/prepare.py"}  # the others: scripts/<task>.py
 
 
@@ -17,9 +18,10 @@ def command(task: str) -> str:
     """samplernn-<task> where the installed commands are in use, else this Python running
     the checkout's script; each named so that a new shell finds it (`executable`)."""
     started = Path(sys.argv[0])
-    if started.name.startswith("samplernn-"):
+    if started.name.startswith("samplernn-") or not (ROOT / "scripts" / "train.py").is_file():
         return executable(f"samplernn-{task}", started.with_name(f"samplernn-{task}"))
-    return f"{executable('python', Path(sys.executable))} {SCRIPTS.get(task, f'scripts/{task}.py')}"
+    script = ROOT / SCRIPTS.get(task, f"scripts/{task}.py")
+    return f"{executable('python', Path(sys.executable))} {_here(script)}"
 
 
 def tool(name: str) -> str:
@@ -33,11 +35,17 @@ def executable(name: str, path: Path) -> str:
     whole path."""
     if not path.exists():
         return name
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        pass
+    if _here(path) != str(path):
+        return _here(path)
     found = shutil.which(name)
     if found and Path(found).resolve() == path.resolve():
         return name
     return str(path)
+
+
+def _here(path: Path) -> str:
+    """path relative to the current folder when it is inside it, else the whole path."""
+    try:
+        return str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

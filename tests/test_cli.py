@@ -185,3 +185,36 @@ def test_the_installed_wheel_works_without_the_repository(tmp_path):
                             cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert module.returncode == 0 and '"nll_bits"' in module.stdout, module.stderr[-3000:]
     assert not list(Path(package).parent.rglob("*.pt")) and not (Path(package).parent / "data").exists()
+
+    # one's own data: prepared by name, trained from a preset of one's own (--config-dir)
+    import numpy as np
+    import soundfile as sf
+    (work / "audio").mkdir()
+    for i in range(5):
+        sf.write(work / "audio" / f"{i}.wav", np.sin(np.arange(16000) * (0.05 + 0.01 * i)) * 0.3,
+                 16000)
+    prep = subprocess.run([str(venv / "bin" / "samplernn-prepare"), "source=audio", "name=mine",
+                           "valid_fraction=0.2", "test_fraction=0.2"], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert prep.returncode == 0, prep.stderr[-3000:]
+    assert "samplernn-train dataset.path=data/mine" in prep.stdout, prep.stdout
+    (work / "conf" / "dataset").mkdir(parents=True)
+    (work / "conf" / "dataset" / "mine.yaml").write_text(
+        "name: mine\npath: data/mine\nsegment_seconds: 8.0\nnum_workers: 0\nbuiltin: false\n")
+    mine = subprocess.run([str(venv / "bin" / "samplernn-train"), "--config-dir", "conf",
+                           "dataset=mine", "debug=tiny", "logger=none", "train.max_steps=2",
+                           "eval.n_samples=0", "hydra.run.dir=runs/mine"], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert mine.returncode == 0, mine.stderr[-3000:]
+    config = (work / "runs" / "mine" / "config.yaml").read_text()
+    assert "name: mine" in config and "builtin: false" in config
+
+    # the first mistake, and help, in the installed commands' own words
+    bare = subprocess.run([str(venv / "bin" / "samplernn-generate")], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert bare.returncode == 2 and bare.stderr.strip() == (  # runnable: the venv is not on PATH
+        f"error: say which model: {venv / 'bin' / 'samplernn-generate'} "
+        "checkpoint=<run dir>/checkpoints/best.pt")
+    helped = subprocess.run([str(venv / "bin" / "samplernn-train"), "--help"], cwd=work, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert helped.returncode == 0 and "samplernn-train -sc install=bash" in helped.stdout

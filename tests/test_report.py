@@ -375,3 +375,13 @@ def test_report_of_two_tiny_cpu_runs_renders_in_browser(tmp_path):
     for row, run_dir in zip(sorted(rows, key=lambda r: r["seed"]), run_dirs):
         summary = json.loads((run_dir / "summary.json").read_text())
         assert row["test NLL (bits)"] == f"{summary['test_nll_bits']:.3f}"
+
+
+def test_the_seeds_column_counts_distinct_seeds(sweep):
+    """A seed run twice is one seed: two_tier has runs of seeds 1, 2, 3 and 1 again."""
+    multirun, crashed = sweep
+    make_run(multirun.parent / "again", "two_tier", 1, test=5.30, valid=(6.0, 5.3),
+             summary="full", n_samples=0)
+    records = report.collect_runs([multirun, multirun.parent / "again"])
+    rows = {r["preset"]: r for r in _md_rows(report.markdown_table(records), "preset")}
+    assert rows["two_tier"]["seeds"] == "3 (4 runs)" and "(n=4)" in rows["two_tier"]["test NLL (bits)"]
