@@ -20,7 +20,8 @@ $(STAMP): requirements.txt setup.py pyproject.toml
 	  if $(PY) -c "import urllib.request; urllib.request.urlopen('$(CPU_INDEX)/', timeout=10)" \
 	      2>/dev/null; then \
 	    echo "no NVIDIA GPU (or TORCH=cpu): torch's CPU build from $(CPU_INDEX)"; \
-	    $(PIP) --index-url $(CPU_INDEX) $(TORCH_PIN); \
+	    $(PIP) --index-url $(CPU_INDEX) $(TORCH_PIN) || echo "$(CPU_INDEX) does not serve" \
+	      "$(TORCH_PIN): torch from the default index (on Linux its CUDA build)"; \
 	  else \
 	    echo "$(CPU_INDEX) cannot be reached: torch from the default index (on Linux its CUDA build)"; \
 	  fi; \
