@@ -391,8 +391,6 @@ def _print_summary(manifest: dict, report: dict, out_dir: Path) -> None:
         n = sum(r["clipped"] for r in report["clipped"])
         print(f"  clipped {n} sample values beyond +-1 to +-1 in {len(report['clipped'])} files "
               f"(before normalize={o['normalize']}; details in {out_dir / 'report.json'})")
-    shown = os.path.relpath(out_dir) if out_dir.is_relative_to(Path.cwd()) else out_dir
-    print(f"Next:\n  train on it    {command('train')} dataset.path={shown}")
 
 
 def _check_options(source: Path, opts: dict) -> None:
@@ -550,12 +548,12 @@ def run(cfg) -> dict:
     out_dir = base / out_dir.expanduser()
     try:
         with abort_on_signals():  # SIGTERM & co. unwind like Ctrl-C: the partial folder goes
-            return prepare(base / Path(cfg.source).expanduser(), out_dir,
-                           sample_rate=cfg.sample_rate, normalize=cfg.normalize,
-                           valid_fraction=cfg.valid_fraction, test_fraction=cfg.test_fraction,
-                           seed=cfg.seed, min_seconds=cfg.min_seconds, overwrite=cfg.overwrite,
-                           num_workers=cfg.num_workers, chunk_seconds=cfg.chunk_seconds,
-                           silence_db=cfg.silence_db)
+            manifest = prepare(base / Path(cfg.source).expanduser(), out_dir,
+                               sample_rate=cfg.sample_rate, normalize=cfg.normalize,
+                               valid_fraction=cfg.valid_fraction, test_fraction=cfg.test_fraction,
+                               seed=cfg.seed, min_seconds=cfg.min_seconds,
+                               overwrite=cfg.overwrite, num_workers=cfg.num_workers,
+                               chunk_seconds=cfg.chunk_seconds, silence_db=cfg.silence_db)
     except (KeyboardInterrupt, Stopped) as stop:
         name = "SIGINT" if isinstance(stop, KeyboardInterrupt) else signal_name(stop.signum)
         state = "as it was" if (out_dir / "manifest.json").exists() else "not written"
@@ -563,6 +561,9 @@ def run(cfg) -> dict:
               flush=True)
         stop.said = True  # the command's one line (cli.py adds none)
         raise
+    shown = os.path.relpath(out_dir) if out_dir.is_relative_to(Path.cwd()) else out_dir
+    print(f"Next:\n  train on it    {command('train')} dataset.path={shown}", flush=True)
+    return manifest
 
 
 if __name__ == "__main__":  # python -m samplernn.prepare: the same app as samplernn-prepare
