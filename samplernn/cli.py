@@ -9,6 +9,8 @@ configs/ as samplernn/configs), and the repository's configs/ in a checkout. Out
 under the folder the command runs in (runs/, outputs/, data/), never into the package.
 """
 
+import contextlib
+import os
 import signal
 import sys
 from pathlib import Path
@@ -17,7 +19,7 @@ import hydra
 from omegaconf import DictConfig
 
 from . import schema  # noqa: F401  (registers the config schemas)
-from .errors import ConfigError, one_line_errors, user_message
+from .errors import EXIT_USER_ERROR, ConfigError, one_line_errors, user_message
 
 _PACKAGED = Path(__file__).resolve().with_name("configs")
 CONFIG_DIR = str(_PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parents[1] / "configs")
@@ -57,7 +59,8 @@ def _app(config_name: str, task: str, result=None):
             _check_output_dirs(sys.argv[1:])
             _check_launcher(sys.argv[1:])
         try:
-            main()
+            with _composition_errors_in_one_line():
+                main()
         except KeyboardInterrupt as stop:  # Ctrl-C where a command does not stop on its own
             if not getattr(stop, "said", False):
                 print("stopped by Ctrl-C", file=sys.stderr, flush=True)
@@ -69,6 +72,42 @@ def _app(config_name: str, task: str, result=None):
 
     main.__name__ = command.__name__ = config_name
     return command
+
+
+@contextlib.contextmanager
+def _composition_errors_in_one_line():
+    """An override Hydra cannot parse or apply (a typo in a key, a value of the wrong type or
+    not among the choices, a config group option that does not exist) is one line and exit 2,
+    like every other mistake; Hydra itself prints several and exits 1. A user who sets
+    HYDRA_FULL_ERROR=1 gets Hydra's own report."""
+    from hydra.errors import CompactHydraException
+    if os.environ.get("HYDRA_FULL_ERROR"):
+        yield
+        return
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises what it would print, and we say it
+    try:
+        yield
+    except CompactHydraException as error:
+        print(f"error: {_composition_message(error)}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_USER_ERROR) from None
+    finally:
+        del os.environ["HYDRA_FULL_ERROR"]
+
+
+def _composition_message(error: Exception) -> str:
+    """Hydra's message and OmegaConf's under it as one line, e.g. `split=dev: Invalid value
+    'dev', expected one of [train, valid, test]`; OmegaConf's detail (full_key, object_type)
+    and Hydra's search path are left out, a list of options is said on the line."""
+    lines = []
+    for line in str(error).split("\nConfig search path:")[0].splitlines():
+        if line.startswith("\t") and lines:  # an option in Hydra's list of them
+            lines[-1] += (" " if lines[-1].endswith(":") else ", ") + line.strip()
+        elif line.strip():
+            lines.append(line.strip())
+    cause = str(error.__cause__ or "").splitlines()
+    first = lines[0].removeprefix("Error merging override ").rstrip(".")
+    said = ": ".join([first] + [line for line in cause if line.strip() and not line[0].isspace()])
+    return "; ".join([said] + lines[1:])
 
 
 def _swept(jobs: list[list[str]], i: int) -> str:

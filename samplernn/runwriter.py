@@ -122,9 +122,11 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def record_failure(run_dir: Path, why: str) -> None:
-    """A run that failed before it wrote its summary says so in one (jobs of a sweep)."""
+    """A job of a sweep that failed before it wrote its summary says so in one; its folder,
+    which a run that never started drops, is made again to hold it."""
     path = Path(run_dir) / "summary.json"
-    if path.parent.is_dir() and not path.exists():
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
         _write_json(path, {"status": "failed", "error": why})
 
 

@@ -106,9 +106,32 @@ def test_a_typo_in_a_choice_fails_at_composition_naming_the_choices(name, overri
                            "checkpoint=x.pt"] if name != "train" else
                           [sys.executable, str(SCRIPTS / "train.py"), override],
                           capture_output=True, text=True, timeout=120)
-    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
     key, value = override.split("=")
-    assert f"Invalid value '{value}', expected one of [" in done.stderr, done.stderr
+    (said,) = [line for line in done.stderr.splitlines() if line.strip()]
+    assert said.startswith(f"error: {override}: Invalid value '{value}', expected one of ["), said
+
+
+@pytest.mark.parametrize("override, said", [
+    ("model=three_teir", "error: In 'train': Could not find 'model/three_teir'; Available options "
+                         "in 'model': four_tier, quickstart, three_tier, tiny, two_tier"),
+    ("train.max_step=5", "error: Could not override 'train.max_step': Key 'max_step' not in "
+                         "'TrainLoopConfig'; To append to your config use +train.max_step=5"),
+    ("seed=[1", "error: no viable alternative at input '[1'; See https://hydra.cc/"),
+])
+def test_an_override_hydra_cannot_apply_is_one_line(override, said):
+    """A misspelt group option or key, or an override that does not parse: Hydra's message on
+    one line (exit 2), the options named; HYDRA_FULL_ERROR=1 still gives Hydra's own report."""
+    done = subprocess.run([sys.executable, str(SCRIPTS / "train.py"), override],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert [line for line in done.stderr.splitlines() if line.strip()][0].startswith(said), \
+        done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    full = subprocess.run([sys.executable, str(SCRIPTS / "train.py"), override],
+                          env={**os.environ, "HYDRA_FULL_ERROR": "1"}, capture_output=True,
+                          text=True, timeout=120)
+    assert full.returncode == 1 and "Traceback" in full.stderr, full.stderr[-3000:]
 
 
 def test_online_wandb_without_a_login_logs_offline_and_says_so(tiny_dataset, tmp_path):
