@@ -1,6 +1,6 @@
 """Loading prepared datasets (see samplernn/prepare.py) for training and evaluation.
 
-Both loaders yield `Batch(codes, reset, mask)` chunks for truncated BPTT. A row walks one
+Both loaders yield `Batch(codes, reset, mask, label, file)` chunks for truncated BPTT. A row walks one
 segment (training) or one whole file (evaluation) in consecutive chunks of `seq_len` targets.
 Chunk c of a row whose segment starts at source sample s holds the codes of source samples
 [s + c * seq_len - lookback, s + (c + 1) * seq_len): the first `lookback` codes are the
@@ -72,6 +72,8 @@ class PreparedDataset:
         self.sample_rate = int(self.manifest["sample_rate"])
         self._samples = self._open_samples(samples_path)
         self._check_files(manifest_path)
+        self.labels: list[str] = list(self.manifest.get("labels") or [])
+        self._check_labels(manifest_path)
 
     @property
     def _hint(self) -> str:
@@ -106,6 +108,18 @@ class PreparedDataset:
                 raise BadFile(f"{manifest_path}: file entry {i} ({name}) does not lie within "
                               f"samples.npy's {n} samples (offset, n_samples, split); "
                               f"{self._hint}")
+
+    def _check_labels(self, manifest_path: Path) -> None:
+        known = set(self.labels)
+        for i, f in enumerate(self.manifest["files"]):
+            if self.labels and f.get("label") not in known:
+                raise BadFile(f"{manifest_path}: file entry {i} ({f.get('source', '?')}) has "
+                              f"label {f.get('label')!r}, not one of the manifest's labels; "
+                              f"{self._hint}")
+
+    def label_index(self, entry: dict) -> int:
+        """A manifest file entry's label as its index in `labels` (0 without labels)."""
+        return self.labels.index(entry["label"]) if self.labels else 0
 
     @property
     def samples(self) -> np.ndarray:
@@ -151,10 +165,14 @@ class Batch(NamedTuple):
     codes: LongTensor [B, lookback + seq_len]; targets are codes[:, lookback:].
     reset: BoolTensor [B]; True: reset this row's hidden state before this chunk.
     mask:  BoolTensor [B, seq_len]; True where target codes[:, lookback + t] is a real sample.
+    label: LongTensor [B]; each row's label index (0 for a dataset without labels).
+    file:  LongTensor [B]; each row's file, as its index in the split's files (-1: none).
     """
     codes: torch.Tensor
     reset: torch.Tensor
     mask: torch.Tensor
+    label: torch.Tensor
+    file: torch.Tensor
 
 
 def _check_sizes(batch_size: int, seq_len: int, lookback: int) -> None:
@@ -163,18 +181,19 @@ def _check_sizes(batch_size: int, seq_len: int, lookback: int) -> None:
                           "each must be at least 1")
 
 
-def pieces(files: list[dict], piece_samples: int | None) -> list[tuple[int, int]]:
-    """(absolute offset, n_samples) of each file cut from its start into pieces of
-    piece_samples (the last one shorter); None keeps whole files."""
+def pieces(files: list[dict], piece_samples: int | None) -> list[tuple[int, int, int]]:
+    """(absolute offset, n_samples, index of its file in `files`) of each file cut from its
+    start into pieces of piece_samples (the last one shorter); None keeps whole files."""
     out = []
-    for f in files:
+    for i, f in enumerate(files):
         step = piece_samples or f["n_samples"]
-        out += [(f["offset"] + a, min(step, f["n_samples"] - a)) for a in range(0, f["n_samples"], step)]
+        out += [(f["offset"] + a, min(step, f["n_samples"] - a), i)
+                for a in range(0, f["n_samples"], step)]
     return out
 
 
 def eval_runs(files: list[dict], piece_samples: int | None,
-              shard: tuple[int, int] = (0, 1)) -> list[tuple[int, int]]:
+              shard: tuple[int, int] = (0, 1)) -> list[tuple[int, int, int]]:
     """The runs (`pieces`) one process evaluates: shard=(i, n) keeps runs i, i + n, ..."""
     return pieces(files, piece_samples)[shard[0]::shard[1]]
 
@@ -189,10 +208,12 @@ class _ChunkBuilder:
         self.dataset, self.B, self.T, self.L = dataset, batch_size, seq_len, lookback
         self.q_type, self.q_levels = q_type, q_levels
 
-    def new(self, rows: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def new(self, rows: int | None = None) -> tuple[np.ndarray, ...]:
+        """Empty (wav, reset, mask, label, file) arrays for `rows` rows."""
         rows = self.B if rows is None else rows
         return (np.zeros((rows, self.L + self.T), np.float32), np.zeros(rows, bool),
-                np.zeros((rows, self.T), bool))
+                np.zeros((rows, self.T), bool), np.zeros(rows, np.int64),
+                np.full(rows, -1, np.int64))
 
     def fill(self, wav: np.ndarray, mask: np.ndarray, row: int, start: int, length: int,
              chunk: int) -> None:
@@ -204,9 +225,11 @@ class _ChunkBuilder:
         first_target = chunk * self.T
         mask[row, :max(0, min(self.T, length - first_target))] = True
 
-    def batch(self, wav: np.ndarray, reset: np.ndarray, mask: np.ndarray) -> Batch:
+    def batch(self, wav: np.ndarray, reset: np.ndarray, mask: np.ndarray, label: np.ndarray,
+              file: np.ndarray) -> Batch:
         codes = quantize(torch.from_numpy(wav), self.q_type, self.q_levels)
-        return Batch(codes, torch.from_numpy(reset), torch.from_numpy(mask))
+        return Batch(codes, torch.from_numpy(reset), torch.from_numpy(mask),
+                     torch.from_numpy(label), torch.from_numpy(file))
 
 
 def _shard() -> tuple[int, int]:
@@ -270,7 +293,8 @@ class TrainStream(IterableDataset):
             raise ConfigError(f"start_step={start_step} must be >= 0")
         if order not in ORDERS:
             raise ConfigError(f"train.order={order!r} is unknown; use one of {ORDERS}")
-        runs = pieces(dataset.files("train"), segment_samples if order == "epoch" else None)
+        files = dataset.files("train")
+        runs = pieces(files, segment_samples if order == "epoch" else None)
         runs = [r for r in runs if r[1] >= seq_len]
         if not runs:
             longest = max((f["n_samples"] for f in dataset.files("train")), default=0)
@@ -278,6 +302,8 @@ class TrainStream(IterableDataset):
                               f"samples (longest: {longest}); lower train.seq_len")
         self.offsets = np.array([r[0] for r in runs], np.int64)
         self.lengths = np.array([r[1] for r in runs], np.int64)
+        self.files = np.array([r[2] for r in runs], np.int64)
+        self.labels = np.array([dataset.label_index(files[r[2]]) for r in runs], np.int64)
         self.cdf = np.cumsum(self.lengths) / self.lengths.sum()
         self.segment_samples, self.seed, self.start_step = int(segment_samples), seed, start_step
         self.order, self._permutations = order, {}
@@ -307,15 +333,19 @@ class TrainStream(IterableDataset):
     def segment(self, row, n) -> tuple[np.ndarray, np.ndarray]:
         """(absolute start sample, number of chunks) of segment n of row `row`; row and n may
         be broadcastable integer arrays."""
+        return self._segment(row, n)[:2]
+
+    def _segment(self, row, n) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """segment(row, n) and which piece (or file) it plays."""
         T = self.builder.T
         i = self._pieces(row, n)
         length = np.minimum(self.segment_samples, self.lengths[i]) // T * T
         start = (_uniform(self.seed, row, n, 1) * (self.lengths[i] - length + 1)).astype(np.int64)
-        return self.offsets[i] + start, length // T
+        return self.offsets[i] + start, length // T, i
 
     def _locate(self, k: int) -> list[list[int]]:
-        """Per row of self.rows [segment n, its first batch index, start, n_chunks] for the
-        segment that holds batch k: segment lengths are replayed in vectorised blocks."""
+        """Per row of self.rows [segment n, its first batch index, start, n_chunks, piece] for
+        the segment that holds batch k: segment lengths are replayed in vectorised blocks."""
         B = self.builder.B
         first, n0 = np.zeros(B, np.int64), np.zeros(B, np.int64)
         out: list = [None] * B
@@ -323,14 +353,14 @@ class TrainStream(IterableDataset):
         block = 64
         while len(rows):
             ns = n0[rows, None] + np.arange(block)[None, :]
-            starts, chunks = self.segment(rows[:, None], ns)
+            starts, chunks, played = self._segment(rows[:, None], ns)
             ends = first[rows, None] + np.cumsum(chunks, axis=1)
             hit = ends > k
             for j, row in enumerate(rows):
                 if hit[j, -1]:
                     m = int(np.argmax(hit[j]))
                     out[row] = [int(ns[j, m]), int(ends[j, m] - chunks[j, m]), int(starts[j, m]),
-                                int(chunks[j, m])]
+                                int(chunks[j, m]), int(played[j, m])]
             keep = ~hit[:, -1]
             first[rows[keep]] = ends[keep, -1]
             n0[rows[keep]] += block
@@ -339,17 +369,18 @@ class TrainStream(IterableDataset):
         return out[self.rows.start:self.rows.stop]
 
     def _batch(self, k: int, cursors: list) -> Batch:
-        wav, reset, mask = self.builder.new(len(self.rows))
+        wav, reset, mask, label, file = self.builder.new(len(self.rows))
         for i, (row, cursor) in enumerate(zip(self.rows, cursors)):
             while k >= cursor[1] + cursor[3]:            # on to the row's next segment
                 cursor[1] += cursor[3]
                 cursor[0] += 1
-                start, chunks = self.segment(row, cursor[0])
-                cursor[2], cursor[3] = int(start[0]), int(chunks[0])
+                start, chunks, played = self._segment(row, cursor[0])
+                cursor[2], cursor[3], cursor[4] = int(start[0]), int(chunks[0]), int(played[0])
             chunk = k - cursor[1]
             self.builder.fill(wav, mask, i, cursor[2], cursor[3] * self.builder.T, chunk)
             reset[i] = chunk == 0
-        return self.builder.batch(wav, reset, mask)
+            label[i], file[i] = self.labels[cursor[4]], self.files[cursor[4]]
+        return self.builder.batch(wav, reset, mask, label, file)
 
     def batch_at(self, k: int) -> Batch:
         """Batch number k, computed from scratch (what iteration yields at position k)."""
@@ -385,11 +416,12 @@ class EvalStream(IterableDataset):
             raise ConfigError(f"split {split!r} of {dataset.path} has no files; prepare it with "
                               f"{split}_fraction > 0")
         self.runs = eval_runs(files, piece_samples, shard)
-        self.n_targets = sum(n for _, n in self.runs)
+        self.n_targets = sum(n for _, n, _ in self.runs)
+        self.labels = [dataset.label_index(f) for f in files]
         # plan[row] = [(run index, first batch, n_chunks), ...]
         self.plan: list[list[tuple[int, int, int]]] = [[] for _ in range(batch_size)]
         free = [(0, row) for row in range(batch_size)]
-        for i, (_, n_samples) in enumerate(self.runs):
+        for i, (_, n_samples, _) in enumerate(self.runs):
             t, row = heapq.heappop(free)
             n_chunks = math.ceil(n_samples / seq_len)
             self.plan[row].append((i, t, n_chunks))
@@ -403,7 +435,7 @@ class EvalStream(IterableDataset):
         worker, n_workers = _shard()
         position = [0] * self.builder.B
         for k in range(worker, self.n_batches, n_workers):
-            wav, reset, mask = self.builder.new()
+            wav, reset, mask, label, file = self.builder.new()
             for row, runs in enumerate(self.plan):
                 while position[row] < len(runs) and k >= sum(runs[position[row]][1:]):
                     position[row] += 1                      # that file is done
@@ -411,10 +443,11 @@ class EvalStream(IterableDataset):
                     reset[row] = True                       # idle: nothing left to predict
                     continue
                 i, first, _ = runs[position[row]]
-                offset, n_samples = self.runs[i]
+                offset, n_samples, file[row] = self.runs[i]
+                label[row] = self.labels[file[row]]
                 self.builder.fill(wav, mask, row, offset, n_samples, k - first)
                 reset[row] = k == first
-            yield self.builder.batch(wav, reset, mask)
+            yield self.builder.batch(wav, reset, mask, label, file)
 
 
 def _leave_signals_to_the_main_process(worker_id: int) -> None:

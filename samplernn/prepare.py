@@ -19,6 +19,8 @@ prepare at a time writes an out_dir (a lock beside it). Normalisation: "none" ke
 (clipped to 16 bits); "peak" scales each file so max |x| = PEAK_LEVEL; "minmax" maps
 each `chunk_seconds` chunk of a file onto [-1, 1], the SampleRNN authors' protocol
 (adds a DC offset; use it only to compare with published numbers).
+Labels (`labels=folders` or a path,label file, samplernn/labels.py): each file's `label` and
+the vocabulary `labels` in the manifest, minutes per label and split in `label_splits`.
 Splits are by file (seeded permutation, counts rounded from the fractions, at least one
 file for each split with a fraction > 0); when there are too few files for that, every
 file is cut into contiguous time blocks and the blocks are split instead.
@@ -49,6 +51,7 @@ from samplernn.commands import command
 from samplernn.data import MANIFEST_VERSION, SPLITS  # the reader's format: one definition
 from samplernn.errors import (AlreadyExists, BadFile, ConfigError, NotFound, check_int,
                              check_number)
+from samplernn import labels as labelling
 from samplernn.interrupt import STOP_SIGNALS, Stopped, abort_on_signals, signal_name
 from samplernn.lock import DirLock, readers
 
@@ -316,35 +319,57 @@ def _assign_splits(kept: list[dict], opts: dict) -> tuple[list[dict], str]:
     by_file: a seeded permutation of the files; the first n_valid go to valid, the next n_test
     to test. time_blocks (too few files to give every split one): each file is cut into
     contiguous blocks, about 1 / (smallest fraction) blocks in all, and the blocks are split
-    the same way; each block is its own entry with its "block" index.
+    the same way; each block is its own entry with its "block" index. With labels the split
+    is stratified: each label's files are split so on their own (its own seeded permutation),
+    and a label with too few files has its files cut into time blocks ("mixed" when some
+    labels are split by file and others by blocks).
     """
     sr = opts["sample_rate"]
-    n_splits = 1 + (opts["valid_fraction"] > 0) + (opts["test_fraction"] > 0)
     items, offset = [], 0
     for r in kept:
         items.append({"source": r["source"], "sha256": r["sha256"], "offset": offset,
                       "n_samples": r["n_samples"], "source_rate": r["source_rate"],
                       "source_channels": r["source_channels"], "peak": r["peak"],
+                      **({"label": r["label"]} if "label" in r else {}),
                       **({"clipped": r["clipped"]} if r.get("clipped") else {})})
         offset += r["n_samples"]
+    groups = sorted({it.get("label") for it in items}, key=lambda x: (x is not None, x))
+    out, modes = [], set()
+    for g, label in enumerate(groups):
+        group = [it for it in items if it.get("label") == label]
+        rng = np.random.default_rng(opts["seed"] if label is None else [opts["seed"], g])
+        split, mode = _split_group(group, opts, rng)
+        out += split
+        modes.add(mode)
+    for it in out:
+        it["seconds"] = round(it["n_samples"] / sr, 6)
+    out.sort(key=lambda it: it["offset"])
+    return out, modes.pop() if len(modes) == 1 else "mixed"
+
+
+def _split_group(items: list[dict], opts: dict, rng) -> tuple[list[dict], str]:
+    """One group's files (all of them, or one label's) split by file, or by time blocks
+    when there are too few files."""
+    n_splits = 1 + (opts["valid_fraction"] > 0) + (opts["test_fraction"] > 0)
     mode = "by_file" if len(items) >= n_splits else "time_blocks"
     if mode == "time_blocks":
+        total = sum(it["n_samples"] for it in items)
         fractions = [f for f in (opts["valid_fraction"], opts["test_fraction"]) if f > 0]
         n_blocks = max(n_splits, round(1 / min(fractions)))
-        n_blocks = min(n_blocks, max(n_splits, offset // max(1, round(opts["min_seconds"] * sr))))
+        n_blocks = min(n_blocks, max(n_splits, total // max(1, round(opts["min_seconds"]
+                                                                     * opts["sample_rate"]))))
         blocks = []
         for it in items:
-            k = max(1, round(n_blocks * it["n_samples"] / offset))
+            k = max(1, round(n_blocks * it["n_samples"] / total))
             edges = [round(i * it["n_samples"] / k) for i in range(k + 1)]
             blocks += [{**it, "offset": it["offset"] + a, "n_samples": b - a, "block": i}
                        for i, (a, b) in enumerate(zip(edges[:-1], edges[1:]))]
         items = blocks
     n_valid, n_test = _split_counts(len(items), opts)
-    order = np.random.default_rng(opts["seed"]).permutation(len(items))
+    order = rng.permutation(len(items))
     for rank, i in enumerate(order):
         items[i]["split"] = ("valid" if rank < n_valid else
                              "test" if rank < n_valid + n_test else "train")
-        items[i]["seconds"] = round(items[i]["n_samples"] / sr, 6)
     return items, mode
 
 
@@ -357,10 +382,17 @@ def _split_totals(files: list[dict], sample_rate: int) -> dict:
     return totals
 
 
+def _label_totals(files: list[dict], vocabulary: list[str], sample_rate: int) -> dict:
+    """Per label, per split: its files (or blocks) and seconds."""
+    return {label: _split_totals([f for f in files if f["label"] == label], sample_rate)
+            for label in vocabulary}
+
+
 def _unchanged(manifest: dict, options: dict, found: list[tuple[str, Path]]) -> bool:
     """True when the manifest was made with these data options from these exact inputs
     (same relative paths and content; files whose size and mtime match are not re-hashed)."""
-    if any(manifest["options"].get(k) != options[k] for k in DATA_OPTIONS):
+    if any(manifest["options"].get(k) != options.get(k)
+           for k in DATA_OPTIONS + labelling.OPTIONS):
         return False
     old = {i["source"]: i for i in manifest.get("inputs", [])}
     if set(old) != {rel for rel, _ in found}:
@@ -380,10 +412,16 @@ def _print_summary(manifest: dict, report: dict, out_dir: Path) -> None:
     print(f"  kept {report['n_kept']} of {report['n_found']} files, "
           f"{manifest['n_samples'] / manifest['sample_rate'] / 60:.2f} min at "
           f"{manifest['sample_rate']} Hz, normalize={o['normalize']}")
-    unit = "blocks" if manifest["split_mode"] == "time_blocks" else "files"
+    unit = {"time_blocks": "blocks", "mixed": "files/blocks"}.get(manifest["split_mode"], "files")
     parts = [f"{s} {v['n_files']} {unit} {v['seconds'] / 60:.2f} min"
              for s, v in manifest["splits"].items()]
     print(f"  split {manifest['split_mode']} (seed {o['seed']}): " + " | ".join(parts))
+    for label, splits in manifest.get("label_splits", {}).items():
+        parts = [f"{s} {v['n_files']} {v['seconds'] / 60:.2f} min" for s, v in splits.items()]
+        blocks = any("block" in f for f in manifest["files"] if f.get("label") == label)
+        print(f"  label {label}: " + " | ".join(parts) + (
+            " (too few files to give every split one: they were cut into time blocks)"
+            if blocks else ""))
     if report["n_skipped"]:
         counts = ", ".join(f"{r} {n}" for r, n in report["counts"].items())
         print(f"  skipped {report['n_skipped']}: {counts} (details in {out_dir / 'report.json'})")
@@ -420,10 +458,12 @@ def _check_not_in_use(out_dir: Path) -> None:
 def prepare(source, out_dir, sample_rate: int = 16000, normalize: str = "none",
             valid_fraction: float = 0.05, test_fraction: float = 0.05, seed: int = 0,
             min_seconds: float = 0.5, overwrite: bool = False, num_workers: int | None = None,
-            chunk_seconds: float = 8.0, silence_db: float = -60.0) -> dict:
+            chunk_seconds: float = 8.0, silence_db: float = -60.0, labels=None) -> dict:
     """Prepare every usable audio file under `source` into `out_dir`; returns the manifest.
 
     num_workers: decoding processes (None = one per CPU core, 0 = decode in this process).
+    labels: None, "folders" or a .csv/.tsv file of path,label rows (samplernn/labels.py);
+    the split is then stratified by label.
     A re-run with the same inputs and data options returns the existing manifest untouched;
     different ones need overwrite=True. Raises ValueError when no file is usable.
     """
@@ -434,6 +474,7 @@ def prepare(source, out_dir, sample_rate: int = 16000, normalize: str = "none",
             "seed": int(seed), "min_seconds": float(min_seconds),
             "chunk_seconds": float(chunk_seconds), "silence_db": float(silence_db)}
     _check_options(source, opts)
+    opts.update(labelling.spec_options(labels, Path.cwd()))
     with DirLock(out_dir, "prepare", beside=True):  # one prepare per out_dir at a time
         return _prepare(source, out_dir, opts, overwrite, num_workers, t0)
 
@@ -501,6 +542,7 @@ def _prepare(source: Path, out_dir: Path, opts: dict, overwrite: bool, num_worke
                                  for r in skipped[:3])
             raise BadFile(f"no usable audio in {source}: {len(found)} files, all skipped "
                           f"({counts}); e.g. {examples}")
+        vocabulary = labelling.assign(opts.get("labels"), kept, source)
         n_total = _write_samples(tmp / "samples.npy",
                                  [(tmp / f"{r['index']:07d}.i16", r["n_samples"]) for r in kept])
         files, split_mode = _assign_splits(kept, opts)
@@ -510,6 +552,9 @@ def _prepare(source: Path, out_dir: Path, opts: dict, overwrite: bool, num_worke
             "split_mode": split_mode, "source_dir": str(source),
             "options": {**opts, "num_workers": num_workers, "overwrite": overwrite},
             "files": files, "splits": _split_totals(files, opts["sample_rate"]),
+            **({"labels": vocabulary,
+                "label_splits": _label_totals(files, vocabulary, opts["sample_rate"])}
+               if vocabulary is not None else {}),
             "inputs": [{k: r.get(k) for k in ("source", "bytes", "mtime_ns", "sha256")}
                        for r in recs],
         }
@@ -527,6 +572,13 @@ def _prepare(source: Path, out_dir: Path, opts: dict, overwrite: bool, num_worke
         shutil.rmtree(tmp, ignore_errors=True)
     _print_summary(manifest, report, out_dir)
     return manifest
+
+
+def _labels_spec(labels, base: Path):
+    """labels=folders as it is; a label file's path resolved where the command started."""
+    if labels in (None, "", labelling.FOLDERS):
+        return labels or None
+    return base / Path(str(labels)).expanduser()
 
 
 def run(cfg) -> dict:
@@ -553,7 +605,8 @@ def run(cfg) -> dict:
                                valid_fraction=cfg.valid_fraction, test_fraction=cfg.test_fraction,
                                seed=cfg.seed, min_seconds=cfg.min_seconds,
                                overwrite=cfg.overwrite, num_workers=cfg.num_workers,
-                               chunk_seconds=cfg.chunk_seconds, silence_db=cfg.silence_db)
+                               chunk_seconds=cfg.chunk_seconds, silence_db=cfg.silence_db,
+                               labels=_labels_spec(cfg.get("labels"), base))
     except (KeyboardInterrupt, Stopped) as stop:
         name = "SIGINT" if isinstance(stop, KeyboardInterrupt) else signal_name(stop.signum)
         state = "as it was" if (out_dir / "manifest.json").exists() else "not written"

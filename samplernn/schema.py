@@ -107,6 +107,7 @@ class EvaluateConfig:
     precision: Precision = Precision.fp32
     protocol: Optional[Protocol] = None
     out: Optional[str] = None
+    label: Optional[str] = None
 
 
 @dataclass
@@ -127,6 +128,8 @@ class GenerateConfig:
     graph_samples: int = 512
     persistent: bool = False
     threads: Optional[int] = None
+    label: Any = None  # a label's name, or a list of them
+    label_mix: Any = None  # [a:0.7,b:0.3] (or the string "a:0.7,b:0.3")
 
 
 @dataclass
@@ -144,6 +147,7 @@ class PrepareConfig:
     silence_db: float = -60.0
     overwrite: bool = False
     num_workers: Optional[int] = None
+    labels: Optional[str] = None
 
 
 @dataclass

@@ -63,7 +63,8 @@ def test_prepared_dataset_basics(ds, tmp_path):
 
 def _runs(ds, order, piece):
     """(start, end) of what a segment must lie inside: a file, or one of its pieces."""
-    return [(a, a + n) for a, n in pieces(ds.files("train"), piece if order == "epoch" else None)]
+    return [(a, a + n)
+            for a, n, _ in pieces(ds.files("train"), piece if order == "epoch" else None)]
 
 
 @pytest.mark.parametrize("order", ORDERS)
@@ -189,7 +190,7 @@ def test_eval_predicts_every_sample_of_the_split_exactly_once(ds, batch_size, pi
                      for w in walked)
         runs = pieces(ds.files(split), piece)
         assert len(runs) > len(ds.files(split)) if piece else True
-        want = sorted([int(source[a]), n, a] for a, n in runs)
+        want = sorted([int(source[a]), n, a] for a, n, _ in runs)
         assert got == want                                     # each run whole, exactly once
 
 
