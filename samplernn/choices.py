@@ -44,6 +44,7 @@ RnnType = _choice("RnnType", "gru", "lstm")
 QType = _choice("QType", "linear", "mu-law")
 FrameInput = _choice("FrameInput", "codes", "audio")
 TopInput = _choice("TopInput", "direct", "projected")
+LabelInto = _choice("LabelInto", "top", "all")  # where a label enters the model
 Init = _choice("Init", "authors", "pytorch")
 # training, evaluation, generation, preparation
 Precision = _choice("Precision", "fp32", "bf16", "fp16")

@@ -144,12 +144,16 @@ class FrameTier(nn.Module):
         """[n_rnn * (2 if lstm else 1), B, dim]: GRU h per layer; LSTM h per layer then c per layer."""
         return self.h0.expand(-1, batch_size, -1)
 
-    def forward(self, frames: torch.Tensor, cond: torch.Tensor | None, hidden: torch.Tensor):
+    def forward(self, frames: torch.Tensor, cond: torch.Tensor | None, hidden: torch.Tensor,
+                label: torch.Tensor | None = None):
         """frames [B, N, frame_size] float, cond [B, N, dim] or None (top tier), hidden as
-        initial_hidden. Returns (out [B, N * ratio, dim], hidden)."""
+        initial_hidden, label [B, n_in] or None: what the label adds to the RNN input.
+        Returns (out [B, N * ratio, dim], hidden)."""
         x0 = frames if self.input is None else self.input(frames)
         if cond is not None:
             x0 = x0 + cond
+        if label is not None:
+            x0 = x0 + label[:, None]
         n = len(self.rnns)
         x, outputs, states = x0, [], []
         for layer, rnn in enumerate(self.rnns):
@@ -213,13 +217,39 @@ class SampleMLP(nn.Module):
         return self.output(x)
 
 
+class LabelEmbedding(nn.Module):
+    """Global conditioning: a learned vector per label (N(0, 1), as the code embedding),
+    projected by one linear map to each place it enters; the projections are added there,
+    the same at every time step."""
+
+    def __init__(self, config: SampleRNNConfig, widths: list[int]):
+        super().__init__()
+        self.table = nn.Embedding(config.n_labels, config.label_dim)
+        self.into = nn.ModuleList(nn.Linear(config.label_dim, w, bias=False) for w in widths)
+        for linear in self.into:  # LeCun-uniform: unit-variance vectors from the start
+            _uniform_std(linear.weight, math.sqrt(1.0 / config.label_dim))
+            if config.weight_norm:
+                _weight_normed(linear)
+
+    def vectors(self, label: torch.Tensor) -> list[torch.Tensor]:
+        """label: LongTensor [B] (label indices), or float [B, n_labels] (weights of a mix
+        of embeddings) -> per place, [B, width]."""
+        if label.dtype.is_floating_point:
+            embedding = label.to(self.table.weight.dtype) @ self.table.weight
+        else:
+            embedding = self.table(label)
+        return [linear(embedding) for linear in self.into]
+
+
 class SampleRNN(nn.Module):
     """logits, hidden = model(codes, hidden).
 
     codes [B, lookback + T] long with T a multiple of lookback (= frame_sizes[-1]);
     logits [B, T, q_levels], where logits[:, t] predicts codes[:, lookback + t]
     from codes[:, :lookback + t] only. hidden is a list with one tensor per frame
-    tier (bottom-up), each [n_state, B, dim]; None starts from the initial state.
+    tier (bottom-up), each [n_state, B, dim]; None starts from the initial state. A
+    conditioned model (config.conditioned) also takes `label`, LongTensor [B] or the
+    weights [B, n_labels] of a mix of label embeddings.
     """
 
     def __init__(self, config: SampleRNNConfig):
@@ -231,6 +261,24 @@ class SampleRNN(nn.Module):
                                    for k, (f, r) in enumerate(zip(fs, ratios)))
         self.sample_mlp = SampleMLP(config)
         self.register_buffer("frame_values", frame_values(config), persistent=False)
+        self.labels = None
+        if config.conditioned:
+            self.labels = LabelEmbedding(config, [t.n_in for t in self.tiers] + [config.dim]
+                                         if config.label_into == "all" else [self.tiers[-1].n_in])
+
+    def label_vectors(self, label: torch.Tensor | None) -> list:
+        """What the label adds at each place: per tier (bottom-up) to its RNN input [B, n_in]
+        or None, and last to the sample-level MLP's input [B, dim] or None."""
+        n = len(self.tiers) + 1
+        if self.labels is None:
+            if label is not None:
+                raise ValueError("this model was trained without labels; give label=None")
+            return [None] * n
+        if label is None:
+            raise ValueError(f"this model is conditioned on {self.config.n_labels} labels; "
+                             "give each row's label")
+        vectors = self.labels.vectors(label)
+        return vectors if len(vectors) == n else [None] * (n - 2) + vectors + [None]
 
     @property
     def lookback(self) -> int:
@@ -247,19 +295,25 @@ class SampleRNN(nn.Module):
         mask = reset.view(1, -1, 1).to(hidden[0].device)
         return [torch.where(mask, h0, h) for h0, h in zip(initial, hidden)]
 
-    def forward(self, codes: torch.Tensor, hidden: list[torch.Tensor] | None = None):
-        cond, new_hidden = self._frame_tiers(codes, hidden)
+    def forward(self, codes: torch.Tensor, hidden: list[torch.Tensor] | None = None,
+                label: torch.Tensor | None = None):
+        vectors = self.label_vectors(label)
+        cond, new_hidden = self._frame_tiers(codes, hidden, vectors)
+        if vectors[-1] is not None:
+            cond = cond + vectors[-1][:, None]
         f = self.sample_mlp.frame_size
         lookback = self.lookback
         prev = codes[:, lookback - f:codes.shape[1] - 1].unfold(1, f, 1)  # [B, T, f]
         return self.sample_mlp(prev, cond), new_hidden
 
-    def advance(self, codes: torch.Tensor, hidden: list[torch.Tensor] | None = None):
+    def advance(self, codes: torch.Tensor, hidden: list[torch.Tensor] | None = None,
+                label: torch.Tensor | None = None):
         """The state after `codes` (as for forward) without predicting them: the frame tiers
         alone, a fraction of the cost. Warms the state on a prime."""
-        return self._frame_tiers(codes, hidden)[1]
+        return self._frame_tiers(codes, hidden, self.label_vectors(label))[1]
 
-    def _frame_tiers(self, codes: torch.Tensor, hidden: list[torch.Tensor] | None):
+    def _frame_tiers(self, codes: torch.Tensor, hidden: list[torch.Tensor] | None,
+                     vectors: list):
         """-> (the sample-level conditioning [B, T, dim], the new hidden)."""
         lookback = self.lookback
         b, length = codes.shape
@@ -276,7 +330,7 @@ class SampleRNN(nn.Module):
             tier = self.tiers[k]
             f = tier.frame_size
             frames = values[:, lookback - f:lookback - f + t].reshape(b, t // f, f)
-            cond, new_hidden[k] = tier(frames, cond, hidden[k])
+            cond, new_hidden[k] = tier(frames, cond, hidden[k], vectors[k])
         return cond, new_hidden
 
     def n_parameters(self) -> int:

@@ -5,7 +5,7 @@ misspelt `model.rnn_type=gur` fails at composition; a checkpoint stores plain st
 
 from dataclasses import asdict, dataclass, field, fields
 
-from .choices import Choice, FrameInput, Init, QType, RnnType, TopInput
+from .choices import Choice, FrameInput, Init, LabelInto, QType, RnnType, TopInput
 from .errors import ConfigError
 
 # The options that rebuild samplernn 0.1's model; a checkpoint without these keys predates
@@ -31,6 +31,12 @@ class SampleRNNConfig:
         "projected" puts Linear(frame_size, dim) before it, as in the lower tiers.
     mlp_first_relu: a ReLU after the sample-level MLP's first layer (not the authors').
     init: "authors" (He / LeCun / orthogonal, as lib/ops.py) or "pytorch" (its defaults).
+
+    Global conditioning (beyond the paper): with n_labels > 0 (a training run sets it from
+    its dataset's labels), a learned embedding of label_dim per label, projected and added
+    where the model sums its inputs: the top tier's RNN input (label_into="top"), or every
+    tier's and the sample-level MLP's first layer too ("all"). n_labels = 0 is the paper's
+    unconditional model, unchanged.
     """
 
     frame_sizes: list[int] = field(default_factory=lambda: [2, 8])
@@ -47,6 +53,9 @@ class SampleRNNConfig:
     top_input: TopInput = TopInput.direct
     mlp_first_relu: bool = False
     init: Init = Init.authors
+    n_labels: int = 0
+    label_dim: int = 64
+    label_into: LabelInto = LabelInto.all
 
     def __post_init__(self):
         self.frame_sizes = [int(f) for f in self.frame_sizes]
@@ -68,6 +77,14 @@ class SampleRNNConfig:
         for name in ("dim", "n_rnn", "emb_dim"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name}={getattr(self, name)} must be at least 1")
+        for name in ("n_labels", "label_dim"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"model.{name}={getattr(self, name)} must be at least 0")
+
+    @property
+    def conditioned(self) -> bool:
+        """Whether the model takes a label (labels in its data, and label_dim > 0)."""
+        return self.n_labels > 0 and self.label_dim > 0
 
     @property
     def n_tiers(self) -> int:

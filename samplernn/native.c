@@ -38,6 +38,7 @@ typedef struct {
     const float **w_hh, **b_hh;
     float **state;                     /* n_state arrays [B, d]: h per layer, then c (LSTM) */
     float *cond;                       /* [B, ratio * d]: this tier's output for the tier below */
+    const float *label;                /* [B, n_in]: what each stream's label adds to the stack's input; NULL: none */
 } Tier;
 
 typedef struct {
@@ -48,6 +49,7 @@ typedef struct {
     const float *w_out, *b_out;        /* [d, q], [q] */
     const float *frame_values;         /* [q]: what each code is fed to the frame tiers as */
     float *acc;                        /* [B, 2 * fs0, d]: first-layer inputs of this frame and the next */
+    const float *label;                /* [B, d]: what each stream's label adds to the sample level's input; NULL: none */
 } Net;
 
 /* ---- exp, sigmoid, tanh: 8 lanes at a time ------------------------------------------ */
@@ -255,6 +257,9 @@ static void tier_step(const Net *net, int k, int t, int pos, const int64_t *hist
         for (int r = 0; r < n; r++)
             add(x + r * d, above->cond + ((size_t)(r0 + r) * above->ratio + slot) * d, d);
     }
+    if (tier->label)                   /* each stream's label, the same every frame */
+        for (int r = 0; r < n; r++)
+            add((float *)x0 + (size_t)r * n0, tier->label + (size_t)(r0 + r) * n0, n0);
     const float *in = x0;
     int ld_in = n0, n_in = n0;
     for (int l = 0; l < net->n_rnn; l++) {
@@ -301,7 +306,11 @@ static void *run_rows(void *arg)
         int pos = job->lookback + t;
         for (int k = net->n_tiers - 1; k >= 0; k--)
             if (t % net->tiers[k].frame_size == 0) tier_step(net, k, t, pos, job->hist, r0, n, scratch);
-        const float *cond = net->tiers[0].cond + (size_t)r0 * fs0 * d;
+        float *cond = net->tiers[0].cond + (size_t)r0 * fs0 * d;
+        if (net->label)                 /* the label's share of every step's conditioning */
+            for (int r = 0; r < n; r++)
+                for (int j = 0; j < fs0; j++)
+                    add(cond + ((size_t)r * fs0 + j) * d, net->label + (size_t)(r0 + r) * d, d);
         for (int r = 0; r < n; r++) add(acc + r * ld_acc, cond + (size_t)r * fs0 * d, fs0 * d);
         for (int j = 0; j < fs0; j++) {
             float *x = acc + (size_t)j * d;

@@ -32,7 +32,7 @@ class _Tier(ctypes.Structure):
     _fields_ = [("frame_size", ctypes.c_int), ("ratio", ctypes.c_int), ("n_in", ctypes.c_int),
                 ("w_in", _f), ("b_in", _f), ("w_up", _f), ("b_up", _f),
                 ("w_ih", _fp), ("b_ih", _fp), ("w_hh", _fp), ("b_hh", _fp),
-                ("state", _fp), ("cond", _f)]
+                ("state", _fp), ("cond", _f), ("label", _f)]
 
 
 class _Net(ctypes.Structure):
@@ -41,7 +41,7 @@ class _Net(ctypes.Structure):
                 ("batch", ctypes.c_int), ("n_hidden", ctypes.c_int), ("first_relu", ctypes.c_int),
                 ("tiers", ctypes.POINTER(_Tier)), ("lut", _f),
                 ("w_hidden", _fp), ("b_hidden", _fp), ("w_out", _f), ("b_out", _f),
-                ("frame_values", _f), ("acc", _f)]
+                ("frame_values", _f), ("acc", _f), ("label", _f)]
 
 
 def cache_dir() -> Path:
@@ -139,13 +139,15 @@ class Kernel:
     """Binds the sampler's float32 NumPy weights and state arrays (updated in place) to native.c."""
 
     def __init__(self, lib: ctypes.CDLL, w, state: list[list[np.ndarray]], acc: np.ndarray,
-                 batch_size: int, threads: int):
+                 batch_size: int, threads: int, labels: list | None = None):
+        """labels: per tier (bottom-up) and last for the sample level, what each stream's
+        label adds there ([B, width] float32) or None (see SampleRNN.label_vectors)."""
         self.lib, self.threads = lib, max(1, threads)
         dim = acc.shape[-1]
         self.conds = [np.zeros((batch_size, t["ratio"] * dim), np.float32) for t in w.tiers]
         self._keep = []  # the ctypes pointer arrays must outlive the structures that hold them
         tiers = (_Tier * len(w.tiers))()
-        for tier, t, s, cond in zip(tiers, w.tiers, state, self.conds):
+        for k, (tier, t, s, cond) in enumerate(zip(tiers, w.tiers, state, self.conds)):
             w_ih, b_ih, w_hh, b_hh = zip(*t["layers"])
             direct = t["w_in"] is None  # the top tier's frame goes straight into its RNN
             packed = [None if direct else pack(t["w_in"]), pack(t["w_up"])]
@@ -158,6 +160,8 @@ class Kernel:
             tier.w_up, tier.b_up = _ptr(packed[1]), _ptr(t["b_up"])
             tier.w_ih, tier.b_ih, tier.w_hh, tier.b_hh, tier.state = arrays
             tier.cond = _ptr(cond)
+            if labels and labels[k] is not None:
+                tier.label = _ptr(labels[k])
         hidden_w = _ptrs(self._own([pack(h[0]) for h in w.hidden]))
         hidden_b = _ptrs([h[1] for h in w.hidden])
         w_out = pack(w.w_out)
@@ -166,6 +170,9 @@ class Kernel:
                         len(w.b_out), batch_size, len(w.hidden), int(w.first_relu), tiers,
                         _ptr(w.lut_rev), hidden_w, hidden_b, _ptr(w_out), _ptr(w.b_out),
                         _ptr(w.frame_values), _ptr(acc))
+        if labels and labels[-1] is not None:
+            self.net.label = _ptr(labels[-1])
+        self._keep.append(labels)
 
     def _own(self, arrays: list) -> list:
         self._keep.append(arrays)

@@ -42,28 +42,31 @@ def tiny(frame_sizes, rnn_type="gru", skip=False, dim=32, q_levels=64, **options
     return model
 
 
-def reference_logits(model, codes, backend):
+def reference_logits(model, codes, backend, label=None):
     """The teacher-forced forward where the backend computes: CPU backends on the CPU."""
     if backend != "torch" and codes.device.type != "cpu":
         twin = SampleRNN(model.config).to(next(model.parameters()).dtype).eval()
         twin.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
         model, codes = twin, codes.cpu()
+        label = None if label is None else label.cpu()
     with torch.no_grad():
-        return model(codes)[0]
+        return model(codes, label=label)[0]
 
 
 def teacher_forced_argmax(model, codes, backend="torch"):
     return reference_logits(model, codes, backend).argmax(-1).to(codes.device)
 
 
-def pit_chi2(model, codes, temperature, backend, bins=20):
+def pit_chi2(model, codes, temperature, backend, bins=20, label=None):
     """Chi-square of the randomised probability integral transform of every generated code
-    under the teacher-forced softmax(logits / temperature): codes drawn from the model give
-    independent uniforms at every position (the chain rule), so about `bins - 1`."""
+    under the teacher-forced softmax(logits / temperature) (under each stream's `label` for
+    a conditioned model): codes drawn from the model give independent uniforms at every
+    position (the chain rule), so about `bins - 1`."""
     lb = model.lookback
     silence = torch.full((codes.shape[0], lb), silence_code(model.config.q_type,
                                                             model.config.q_levels), device=DEVICE)
-    logits = reference_logits(model, torch.cat([silence, codes], 1), backend).double().cpu()
+    logits = reference_logits(model, torch.cat([silence, codes], 1), backend,
+                              label).double().cpu()
     probs = torch.softmax(logits / temperature, dim=-1)
     c = codes.cpu()[..., None]
     upper = probs.cumsum(-1).gather(-1, c)[..., 0]

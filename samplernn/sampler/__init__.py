@@ -124,13 +124,16 @@ class Sampler:
     persistent: the triton backend's sample level as one kernel per bottom frame, with a
         grid-wide barrier between layers, instead of four kernels per sample (up to 8
         streams).
+    label: a conditioned model's label per stream, LongTensor [B] (label indices) or float
+        [B, n_labels] (the weights of a mix of label embeddings); None for a model without.
     """
 
     def __init__(self, model: SampleRNN, batch_size: int, temperature: float = 1.0,
                  seed: int | None = None, prime: torch.Tensor | None = None,
                  backend: str | None = None, threads: int | None = None,
                  cuda_graph: bool | None = None, precision: str = "fp32",
-                 graph_samples: int = 512, persistent: bool = False):
+                 graph_samples: int = 512, persistent: bool = False,
+                 label: torch.Tensor | None = None):
         if temperature < 0:
             raise ConfigError(f"temperature={temperature} must be >= 0 (0 means greedy)")
         parameter = next(model.parameters())
@@ -141,7 +144,7 @@ class Sampler:
         self.temperature, self.lookback = float(temperature), model.lookback
         random = RandomNumbers(seed, self.device, batch_size, model.config.q_levels,
                                self.lookback)
-        start = self._start(prime)
+        start = self._start(prime, label)
         cuda_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
         self.engine = make_backend(name, model, start, random, temperature,
                                    explicit=backend is not None, threads=threads,
@@ -167,18 +170,27 @@ class Sampler:
         """Per tier, its recurrent state arrays (h per layer, then c per layer for LSTMs)."""
         return self.engine.state
 
-    def _start(self, prime) -> Start:
-        """Silence, and the prime run through the frame tiers to warm them."""
+    def _start(self, prime, label) -> Start:
+        """Silence, and the prime run through the frame tiers to warm them (each stream's
+        prime under its own label); what the labels add at each place."""
         cfg, b, lb = self.model.config, self.batch_size, self.lookback
         silence = silence_code(cfg.q_type, cfg.q_levels)
+        if label is not None:
+            label = label.to(self.device)
+            if label.shape[0] != b:
+                raise ConfigError(f"{label.shape[0]} labels for {b} streams; give one per stream")
+        with torch.no_grad():
+            labels = self.model.label_vectors(label)
         if prime is None or prime.shape[-1] == 0:
             codes = torch.full((b, lb), silence, dtype=torch.long, device=self.device)
-            return Start(codes, [h.to(self.dtype) for h in self.model.initial_hidden(b)])
+            return Start(codes, [h.to(self.dtype) for h in self.model.initial_hidden(b)], labels)
         prime = prime.to(self.device).long()
         if prime.dim() == 1:
             prime = prime[None]
         if prime.shape[0] not in (1, b):
             raise ConfigError(f"prime has {prime.shape[0]} rows; give 1 or num_samples={b}")
+        if label is not None and prime.shape[0] == 1 and b > 1:  # one prime, heard per label
+            prime = prime.expand(b, -1)
         pad = (-prime.shape[1]) % lb
         start = torch.full((prime.shape[0], lb + pad), silence, dtype=torch.long, device=self.device)
         codes = torch.cat([start, prime], dim=1)  # [1 or B, lb + whole frames]
@@ -186,8 +198,10 @@ class Sampler:
         step = max(lb, PRIME_CHUNK // lb * lb)  # in chunks: constant memory for any prime
         with torch.no_grad():  # one row for a shared prime, whose state every stream starts from
             for a in range(0, n, step):
-                hidden = self.model.advance(codes[:, a:a + lb + min(step, n - a)], hidden)
-        return Start(codes[:, -lb:].expand(b, -1), [h.expand(-1, b, -1) for h in hidden])
+                hidden = self.model.advance(codes[:, a:a + lb + min(step, n - a)], hidden,
+                                            label)
+        return Start(codes[:, -lb:].expand(b, -1), [h.expand(-1, b, -1) for h in hidden],
+                     labels)
 
     def stream(self, length: int, block_size: int = 8192) -> Iterator[torch.Tensor]:
         """Yield LongTensor blocks [B, n] of new codes until `length` codes per stream.
@@ -216,19 +230,21 @@ class Sampler:
 def generate(model: SampleRNN, num_samples: int, length: int, temperature: float = 1.0,
              prime: torch.Tensor | None = None, seed: int | None = None,
              backend: str | None = None, threads: int | None = None,
-             precision: str = "fp32", persistent: bool = False) -> torch.Tensor:
+             precision: str = "fp32", persistent: bool = False,
+             label: torch.Tensor | None = None) -> torch.Tensor:
     """Sample `num_samples` streams of `length` new codes -> LongTensor [num_samples, length].
 
     Starts from the model's initial state and `lookback` samples of silence, or
     after `prime` (codes [1 or num_samples, P]) run through the whole model.
-    temperature=0 is greedy (argmax). The same seed gives the same codes.
+    temperature=0 is greedy (argmax). The same seed gives the same codes. label: a
+    conditioned model's label per stream (see Sampler).
     """
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
             sampler = Sampler(model, num_samples, temperature, seed, prime, backend, threads,
-                              precision=precision, persistent=persistent)
+                              precision=precision, persistent=persistent, label=label)
             blocks = list(sampler.stream(length))
     finally:
         model.train(was_training)

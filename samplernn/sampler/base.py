@@ -4,7 +4,8 @@ A backend is built from the model, the state generation starts from (`Start`: th
 top frame of codes and every tier's recurrent state, after the prime if any) and the
 sampler's random numbers. After that the Sampler calls only `run` for each block of steps
 and `check` after it; everything else (options, priming, blocks, seeds) is the Sampler's.
-A conditioning input every backend must honour would be one more field of `Start`.
+A label (global conditioning) is one more field of `Start`: per place, what each stream's
+label adds there, a constant every backend adds where the model does (`labels`).
 """
 
 from dataclasses import dataclass
@@ -22,9 +23,11 @@ from .weights import Weights
 class Start:
     """Where generation starts: codes [B, lookback] (silence, or the prime's last top frame)
     and per tier its recurrent state [layers (x2 for LSTMs), B, dim] (rows may be a
-    broadcast view of one primed row)."""
+    broadcast view of one primed row); labels: SampleRNN.label_vectors of the streams'
+    labels (per tier, then the sample level: [B, width] or None)."""
     codes: torch.Tensor
     hidden: list[torch.Tensor]
+    labels: list | None = None
 
 
 class Backend:
@@ -57,6 +60,9 @@ class Backend:
         # copies: kernels update them in place, and the model's h0 must never change
         self.state = [[self.to_array(h[i].clone(memory_format=torch.contiguous_format))
                        for i in range(h.shape[0])] for h in start.hidden]
+        # what the streams' labels add at each place (tiers bottom-up, then the sample level)
+        self.labels = [None if v is None else self.to_array(v.to(dtype).contiguous())
+                       for v in (start.labels or [None] * (len(start.hidden) + 1))]
 
     def run(self, hist, step: int, n: int) -> None:
         """hist [lookback + n, B] int64 codes, time-major, its first `lookback` rows given:

@@ -24,7 +24,7 @@ class PythonLoop(Backend):
 
     def __init__(self, model, start: Start, random: RandomNumbers, temperature: float):
         super().__init__(model, start, random, temperature)
-        self.tiers = FrameTiers(self.w, self.state, self.lookback, self.xp)
+        self.tiers = FrameTiers(self.w, self.state, self.lookback, self.xp, labels=self.labels)
         self.acc = lookup_sums(self.w, self.to_array(start.codes.t().contiguous()), self.lookback)
         self._relu = _relu_numpy if self.xp is np else torch.relu_
         self._noise = Chunks(self._biased_noise, random.chunk_steps)

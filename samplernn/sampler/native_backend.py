@@ -28,7 +28,7 @@ class NativeBackend(Backend):
             raise Unavailable("backend='native' needs a working C compiler (see the warning)")
         acc = lookup_sums(self.w, self.to_array(start.codes.t().contiguous()), self.lookback)
         self.kernel = native.Kernel(lib, self.w, self.state, acc, self.batch_size,
-                                    threads or native.usable_cores())
+                                    threads or native.usable_cores(), self.labels)
         self.threads = self.kernel.threads
         self._uniform = Chunks(random.uniform, random.chunk_steps)
 

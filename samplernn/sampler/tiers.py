@@ -15,17 +15,21 @@ def _sigmoid(xp, x):
 
 class FrameTiers:
     """w: the backend's Weights; state: its recurrent state arrays (updated in place, as a
-    CUDA graph needs); matmul(x, w); cell(x, weights, h, c) -> h: a recurrent layer's step
-    written into h (and c) in place (default: the arithmetic below in xp)."""
+    CUDA graph needs); labels: what the streams' labels add per tier and, last, to the
+    sample level ([B, width] or None; Backend.labels); matmul(x, w); cell(x, weights, h, c)
+    -> h: a recurrent layer's step written into h (and c) in place (default: the arithmetic
+    below in xp)."""
 
-    def __init__(self, w, state: list, lookback: int, xp, matmul=None, cell=None):
+    def __init__(self, w, state: list, lookback: int, xp, matmul=None, cell=None, labels=None):
         self.w, self.state, self.lookback, self.xp = w, state, lookback, xp
+        self.labels = labels or [None] * (len(w.tiers) + 1)
         self.matmul = matmul or (np.matmul if xp is np else xp.matmul)
         self.cell = cell or self._cell
 
     def step(self, hist, t: int, conds: list) -> None:
         """Step every tier whose frame starts at step t (counted from hist[lookback]):
-        conds[k] becomes tier k's conditioning [B, ratio, dim] for the tier below."""
+        conds[k] becomes tier k's conditioning [B, ratio, dim] for the tier below (for the
+        sample level, with its label's share added)."""
         tiers, pos = self.w.tiers, self.lookback + t
         for k in reversed(range(len(tiers))):
             f = tiers[k]["frame_size"]
@@ -35,6 +39,8 @@ class FrameTiers:
             if k + 1 < len(tiers):
                 above = conds[k + 1][:, (t % tiers[k + 1]["frame_size"]) // f]
             conds[k] = self._tier(k, self.w.frame_values[hist[pos - f:pos]].T, above)
+            if k == 0 and self.labels[-1] is not None:
+                conds[0] = conds[0] + self.labels[-1][:, None]
 
     def _tier(self, k: int, frame, cond):
         """frame [B, frame_size] float, cond [B, dim] or None -> conditioning [B, ratio, dim]."""
@@ -42,6 +48,8 @@ class FrameTiers:
         x0 = frame if tier["w_in"] is None else mm(frame, tier["w_in"]) + tier["b_in"]
         if cond is not None:
             x0 = x0 + cond
+        if self.labels[k] is not None:
+            x0 = x0 + self.labels[k]
         outputs, x = [], x0
         state = self.state[k]
         for layer, weights in enumerate(tier["layers"]):

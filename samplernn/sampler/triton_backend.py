@@ -52,7 +52,8 @@ class TritonBackend(Backend, CudaGraphs):
                 tier.update(w_in=half(tier["w_in"]), w_up=half(tier["w_up"]),
                             layers=[(half(a), b, half(c), d) for a, b, c, d in tier["layers"]])
             matmul = _half_matmul
-        self.tiers = FrameTiers(self.w, self.state, self.lookback, torch, matmul, _fused_cell)
+        self.tiers = FrameTiers(self.w, self.state, self.lookback, torch, matmul, _fused_cell,
+                                self.labels)
         self._try(start)
         self.use_graphs(cuda_graph, graph_samples)
 
