@@ -194,3 +194,34 @@ benchmark = _app("benchmark", "benchmark")
 def compare():
     from .report import main
     main()
+
+
+def label_check(argv=None):
+    """samplernn-label-check / scripts/label_check.py (argparse; torch only once it runs)."""
+    import argparse
+    import math
+    parser = argparse.ArgumentParser(
+        prog="label_check", description="Does a conditioned model know its labels? Each file "
+        "of a split scored under every label (the most likely one is the model's guess), and "
+        "a classifier of the real audio (log-mel statistics, logistic regression) asked which "
+        "label generated samples sound like. Writes a JSON report and the samples.")
+    parser.add_argument("checkpoint")
+    parser.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    parser.add_argument("--per-label", type=int, default=10, help="generated samples per label")
+    parser.add_argument("--seconds", type=float, default=4.0, help="length of each sample")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default=None, help="the report (default: beside the checkpoint)")
+    args = parser.parse_args(argv)
+    with one_line_errors():
+        if args.per_label < 1 or not (math.isfinite(args.seconds) and args.seconds > 0):
+            raise ConfigError(f"--per-label={args.per_label} --seconds={args.seconds}: give at "
+                              "least 1 sample per label, of more than 0 seconds")
+        if not Path(args.checkpoint).is_file():
+            raise ConfigError(f"{args.checkpoint}: no such checkpoint; give "
+                              "<run dir>/checkpoints/best.pt")
+        from .label_check import check, report_lines
+        report = check(args.checkpoint, args.split, args.per_label, args.seconds, args.seed,
+                       args.device, args.out)
+    print(report_lines(report))
+    print(f"written to {report['out']} (samples in {Path(report['out']).with_suffix('')})")

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from . import distributed
+from . import labels as labelling
 from .checkpoint import load_checkpoint
 from .commands import command
 from .data import PROTOCOLS, PreparedDataset, eval_loader, eval_runs
@@ -44,9 +45,15 @@ def piece_samples(dataset: PreparedDataset, protocol: str) -> int | None:
 @torch.no_grad()
 def evaluate_nll(model: SampleRNN, dataset: PreparedDataset, split: str, batch_size: int,
                  seq_len: int, device: torch.device, precision: str = "fp32",
-                 protocol: str = "files", should_stop=None, world: World = World()) -> dict | None:
+                 protocol: str = "files", should_stop=None, world: World = World(),
+                 as_label: int | None = None) -> dict | None:
     """-> {"nll_bits": bits per sample over the whole split, "n_samples": samples counted,
-    "protocol", "normalize": how the dataset was levelled}.
+    "protocol", "normalize": how the dataset was levelled, "files": per file its source,
+    label (if any), nll_bits and n_samples}, and on a dataset with labels "by_label": per
+    label its nll_bits and n_samples.
+
+    A conditioned model scores each file under its own label, or every file under label
+    index `as_label` (which label the model finds a recording most likely under).
 
     The result does not depend on batch_size or seq_len (state is carried through each
     file or piece), only the speed does: long chunks mean fewer, larger calls.
@@ -58,8 +65,11 @@ def evaluate_nll(model: SampleRNN, dataset: PreparedDataset, split: str, batch_s
     cfg = model.config
     was_training = model.training
     model.eval()
+    files = dataset.files(split)
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
+    file_bits = torch.zeros(len(files), dtype=torch.float64, device=device)
+    file_count = torch.zeros(len(files), dtype=torch.float64, device=device)
     hidden = None
     # a row walks whole runs: more rows than runs would only compute padding
     shard = (world.rank, world.size)
@@ -83,15 +93,39 @@ def evaluate_nll(model: SampleRNN, dataset: PreparedDataset, split: str, batch_s
             continue
         codes, mask = batch.codes.to(device), batch.mask.to(device)
         hidden = model.reset_hidden(hidden, batch.reset.to(device))
+        label = None
+        if cfg.conditioned:
+            label = batch.label if as_label is None else torch.full_like(batch.label, as_label)
+            label = label.to(device)
         with autocast(device, precision):
-            logits, hidden = model(codes, hidden)
-        total += nll_bits(logits, codes[:, model.lookback:], mask, reduction="sum").double()
+            logits, hidden = model(codes, hidden, label)
+        targets = codes[:, model.lookback:]
+        total += nll_bits(logits, targets, mask, reduction="sum").double()
         count += int(mask.sum())
+        rows, file = nll_bits(logits, targets, mask, reduction="rows"), batch.file.to(device)
+        busy = file >= 0
+        file_bits.index_add_(0, file[busy], rows[busy].double())
+        file_count.index_add_(0, file[busy], mask.sum(1)[busy].double())
     model.train(was_training)
     total_bits, count = world.sum(total.item(), count)
     count = int(count)
-    return {"nll_bits": total_bits / max(count, 1), "n_samples": count, "protocol": protocol,
-            "normalize": dataset.manifest.get("options", {}).get("normalize")}
+    per_file = world.sum(*file_bits.tolist(), *file_count.tolist())
+    bits, counts = per_file[:len(files)], per_file[len(files):]
+    result = {"nll_bits": total_bits / max(count, 1), "n_samples": count, "protocol": protocol,
+              "normalize": dataset.manifest.get("options", {}).get("normalize"),
+              "files": [{"source": f["source"], **({"block": f["block"]} if "block" in f else {}),
+                         **({"label": f["label"]} if dataset.labels else {}),
+                         "nll_bits": b / max(n, 1), "n_samples": int(n)}
+                        for f, b, n in zip(files, bits, counts)]}
+    if dataset.labels:
+        result["by_label"] = {}
+        for name in dataset.labels:
+            mine = [(b, n) for f, b, n in zip(files, bits, counts) if f["label"] == name]
+            if mine:
+                n = sum(n for _, n in mine)
+                result["by_label"][name] = {"nll_bits": sum(b for b, _ in mine) / max(n, 1),
+                                            "n_samples": int(n)}
+    return result
 
 
 def run(cfg: DictConfig) -> dict:
@@ -112,8 +146,13 @@ def _evaluate(cfg: DictConfig, world: World) -> dict:
     model, info = load_checkpoint(cfg.checkpoint, device)
     run_cfg = info["run_config"]
     protocol = cfg.protocol or run_cfg["eval"].get("protocol", "files")
+    names = (info.get("dataset") or {}).get("labels") or []
+    as_label = None
+    if cfg.get("label") is not None:
+        as_label = labelling.index(names if model.config.conditioned else [], str(cfg.label))
+    scored_as = "" if as_label is None else f"_as_{names[as_label]}"
     out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).with_name(  # one per protocol
-        f"eval_{cfg.split}_{Path(cfg.checkpoint).stem}_{protocol}.json")
+        f"eval_{cfg.split}_{Path(cfg.checkpoint).stem}_{protocol}{scored_as}.json")
     if out.is_dir():
         raise ConfigError(f"out={out} is a folder; give the path of the JSON file to write")
     path = cfg.dataset.path or run_cfg["dataset"]["path"]
@@ -122,6 +161,11 @@ def _evaluate(cfg: DictConfig, world: World) -> dict:
     if not cfg.dataset.path and trained_on and trained_on["fingerprint"] != dataset.fingerprint:
         raise BadFile(f"{path} is no longer the data {cfg.checkpoint} was trained on (its manifest "
                       "changed); give dataset.path=<prepared data> to evaluate on other data")
+    if model.config.conditioned and as_label is None and dataset.labels != names:
+        theirs = f"the labels {', '.join(dataset.labels)}" if dataset.labels else "none"
+        raise ConfigError(f"{cfg.checkpoint} is conditioned on the labels {', '.join(names)} and "
+                          f"{path} has {theirs}: give label=<one of the model's> to score every "
+                          "file under it")
     rate = info.get("sample_rate")
     if rate and rate != dataset.sample_rate:
         raise BadFile(f"{cfg.checkpoint} models {rate} Hz audio and {path} holds "
@@ -133,13 +177,14 @@ def _evaluate(cfg: DictConfig, world: World) -> dict:
         seq_len = cfg.seq_len or run_cfg["eval"]["seq_len"]
         with world.only_main(InUse(dataset.path, f"evaluating {cfg.checkpoint}")):
             result = evaluate_nll(model, dataset, cfg.split, cfg.batch_size, seq_len, device,
-                                  cfg.precision, protocol, world=world)
+                                  cfg.precision, protocol, world=world, as_label=as_label)
         if not math.isfinite(result["nll_bits"]):
             raise BadFile(f"the NLL of {cfg.checkpoint} on {path} is {result['nll_bits']}: the "
                           "model's outputs are not finite (try precision=fp32)")
         result.update(split=cfg.split, dataset=str(path), checkpoint=str(cfg.checkpoint),
                       step=info["step"], n_parameters=model.n_parameters(), processes=world.size,
-                      sample_rate=dataset.sample_rate)
+                      sample_rate=dataset.sample_rate,
+                      **({"scored_as": names[as_label]} if as_label is not None else {}))
         if world.main:
             tmp.write_text(json.dumps(result, indent=2) + "\n")
             tmp.replace(out)
@@ -147,8 +192,8 @@ def _evaluate(cfg: DictConfig, world: World) -> dict:
         if world.main:
             tmp.unlink(missing_ok=True)
     if world.main:
-        print(json.dumps(result))
-        print(f"written to {out}")
+        print(json.dumps({k: v for k, v in result.items() if k != "files"}))
+        print(f"written to {out} (with the NLL of each file)")
     return result
 
 

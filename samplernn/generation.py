@@ -3,23 +3,28 @@
 python scripts/generate.py checkpoint=<path> num_samples=4 seconds=10 temperature=[0.9,1.0]
 
 Each file is 16-bit PCM at the model's sample rate with a JSON sidecar saying
-how it was made. Memory stays constant however long the output; an
-interrupted run leaves no file under a final name.
+how it was made. A conditioned model makes num_samples files per label (every label, or
+`label=a` / `label=[a,b]`: <label>_t<T>_<i>.wav), or num_samples of a mix of label
+embeddings (`label_mix=[a:0.7,b:0.3]`: mix_t<T>_<i>.wav). Memory stays constant however
+long the output; an interrupted run leaves no file under a final name.
 """
 
 import contextlib
 import json
 import math
+import re
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from tqdm import tqdm
 
+from . import labels as labelling
 from .audio import AudioError, WavStreamWriter, iter_audio_blocks
 from .checkpoint import load_checkpoint
 from .commands import command
@@ -58,10 +63,44 @@ def _check(cfg: DictConfig) -> list[float]:
     if cfg.persistent and min(cfg.batch_size, cfg.num_samples) > PERSISTENT_MAX_STREAMS:
         raise ConfigError(f"persistent=true generates up to {PERSISTENT_MAX_STREAMS} streams at "
                           f"once: give batch_size <= {PERSISTENT_MAX_STREAMS} or drop persistent=")
+    if cfg.get("label") is not None and cfg.get("label_mix"):
+        raise ConfigError("give label= or label_mix=, not both")
     if cfg.prime and not Path(cfg.prime).is_file():
         raise NotFound(f"prime={cfg.prime}: no such audio file; give the path of a WAV/FLAC/... "
                        "file whose start primes every stream, or drop prime=")
     return _temperatures(cfg.temperature)
+
+
+class Stream(NamedTuple):
+    """One file to generate: its name's start, index, label (for its sidecar) and the
+    sampler's label input (an index, or mix weights; None for a model without labels)."""
+    prefix: str
+    index: int
+    label: str | dict | None
+    value: int | list | None
+
+
+def streams(cfg: DictConfig, names: list[str], conditioned: bool) -> list[Stream]:
+    """The files to generate: num_samples per label asked for (all of them by default), or
+    of one mix; for a model without labels, num_samples plain ones."""
+    n, asked, mix = cfg.num_samples, cfg.get("label"), cfg.get("label_mix")
+    if not conditioned:
+        if asked is not None or mix:
+            key = "label" if asked is not None else "label_mix"
+            raise ConfigError(f"{key}=: {cfg.checkpoint} was trained without labels; drop {key}=")
+        return [Stream("", i, None, None) for i in range(n)]
+    if mix:
+        weights = labelling.parse_mix(names, mix)
+        said = {name: w for name, w in zip(names, weights) if w}
+        return [Stream("mix_", i, said, weights) for i in range(n)]
+    asked = names if asked is None else \
+        [str(a) for a in asked] if isinstance(asked, (list, tuple, ListConfig)) else [str(asked)]
+    chosen = [labelling.index(names, a) for a in asked]
+    return [Stream(_file_safe(names[j]) + "_", i, names[j], j) for j in chosen for i in range(n)]
+
+
+def _file_safe(name: str) -> str:
+    return re.sub(r"[^\w.-]", "_", name)
 
 
 def load_prime(path, seconds: float | None, sample_rate: int, q_type: str, q_levels: int):
@@ -121,6 +160,8 @@ def run(cfg: DictConfig) -> list[Path]:
     prime = None
     if cfg.prime:
         prime = load_prime(cfg.prime, cfg.prime_seconds, rate, mc.q_type, mc.q_levels)
+    names = (info.get("dataset") or {}).get("labels") or []
+    jobs = streams(cfg, names, mc.conditioned)
     length = int(round(cfg.seconds * rate))
     if length < 1:
         raise ConfigError(f"seconds={cfg.seconds} is less than one sample at {rate} Hz; give "
@@ -131,7 +172,7 @@ def run(cfg: DictConfig) -> list[Path]:
         try:
             with abort_on_signals():  # SIGTERM & co. unwind like Ctrl-C: no .partial file stays
                 _generate(cfg, model, info, device, temps, prime, length, block, rate, out_dir,
-                          written, started)
+                          jobs, written, started)
         except (KeyboardInterrupt, Stopped) as stop:
             print(f"stopped: {len(written)} finished files in {out_dir}, nothing half-written",
                   file=sys.stderr, flush=True)
@@ -141,25 +182,27 @@ def run(cfg: DictConfig) -> list[Path]:
     return written
 
 
-def _generate(cfg, model, info, device, temps, prime, length, block, rate, out_dir, written,
-              started):
+def _generate(cfg, model, info, device, temps, prime, length, block, rate, out_dir, jobs,
+              written, started):
     """Every temperature's files, batch by batch; `written` grows as files are finished,
     `started` once the first sampler is built."""
     mc = model.config
     for temp in temps:
-        bar = tqdm(total=length * cfg.num_samples, unit="sample", unit_scale=True,
+        bar = tqdm(total=length * len(jobs), unit="sample", unit_scale=True,
                    desc=f"temperature {temp:g}", dynamic_ncols=True,
                    disable=not sys.stderr.isatty())  # a bar only on a terminal, never in logs
-        for first in range(0, cfg.num_samples, cfg.batch_size):
-            n = min(cfg.batch_size, cfg.num_samples - first)
+        for first in range(0, len(jobs), cfg.batch_size):
+            batch = jobs[first:first + cfg.batch_size]
+            n = len(batch)
             seed = cfg.seed + first
-            paths = [out_dir / f"t{temp:g}_{first + k:03d}.wav" for k in range(n)]
+            paths = [out_dir / f"{s.prefix}t{temp:g}_{s.index:03d}.wav" for s in batch]
+            label = None if batch[0].value is None else torch.tensor([s.value for s in batch])
             t0 = time.perf_counter()
             with contextlib.ExitStack() as stack, torch.inference_mode():
                 sampler = Sampler(model, n, temp, seed=seed, prime=prime,
                                   backend=cfg.get("backend"), threads=cfg.get("threads"),
                                   precision=cfg.precision, graph_samples=cfg.graph_samples,
-                                  persistent=cfg.persistent)
+                                  persistent=cfg.persistent, label=label)
                 started.append(True)
                 writers = [stack.enter_context(WavStreamWriter(p, rate)) for p in paths]
                 for codes in sampler.stream(length, block):
@@ -179,6 +222,9 @@ def _generate(cfg, model, info, device, temps, prime, length, block, rate, out_d
                            "gen_samples_per_s": speed, "realtime_factor": speed / rate,
                            "batch_size": n, "device": str(device), "backend": sampler.backend,
                            "precision": sampler.precision, "persistent": sampler.persistent}
+                if batch[k].label is not None:
+                    sidecar["label_mix" if isinstance(batch[k].label, dict) else "label"] = \
+                        batch[k].label
                 path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
             written += paths
         bar.close()

@@ -120,7 +120,8 @@ class RunLogger:
 
     def log_media(self, step: int, samples: list[dict]) -> None:
         """samples: {"index", "wav" (float numpy [n]), "sample_rate", "caption",
-        "waveform_png", "spectrogram_png" (PNG bytes), "temperature", "seed"}: each as captioned
+        "waveform_png", "spectrogram_png" (PNG bytes), "temperature", "seed", "label" (a
+        conditioned model's, else None)}: each as captioned
         audio and images, and all of them as one table row each (listen side by side)."""
         if self.run is None or not samples:
             return
@@ -131,8 +132,9 @@ class RunLogger:
             from PIL import Image
             wandb = self.wandb
             payload = {"trainer/step": step}
-            table = wandb.Table(columns=["step", "sample", "temperature", "seed", "audio",
-                                         "spectrogram"])
+            labelled = any(s.get("label") is not None for s in samples)  # a conditioned model
+            table = wandb.Table(columns=["step", "sample", *(["label"] if labelled else []),
+                                         "temperature", "seed", "audio", "spectrogram"])
             for s in samples:
                 k, caption = s["index"], s["caption"]
                 audio = wandb.Audio(s["wav"], sample_rate=s["sample_rate"], caption=caption)
@@ -141,7 +143,8 @@ class RunLogger:
                 payload[f"samples/spectrogram_{k}"] = spectrogram
                 payload[f"samples/waveform_{k}"] = wandb.Image(
                     Image.open(io.BytesIO(s["waveform_png"])), caption=caption)
-                table.add_data(step, k, s["temperature"], s["seed"], audio, spectrogram)
+                table.add_data(step, k, *([s["label"]] if labelled else []), s["temperature"],
+                               s["seed"], audio, spectrogram)
             payload["samples/table"] = table
             self.run.log(payload)
         self._wandb(send)

@@ -62,7 +62,8 @@ def nll_bits(logits: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor | Non
     """Negative log-likelihood in bits per audio sample.
 
     logits [..., q_levels], codes [...] (the targets), mask [...] bool (True = counted).
-    reduction "mean" -> scalar bits per counted sample; "sum" -> scalar total bits.
+    reduction "mean" -> scalar bits per counted sample; "sum" -> scalar total bits;
+    "rows" -> total bits per row [codes.shape[0]].
     """
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()  # the loss itself always in full precision
@@ -73,6 +74,8 @@ def nll_bits(logits: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor | Non
         count = mask.sum()
     else:
         count = torch.tensor(nats.numel(), device=nats.device)
+    if reduction == "rows":
+        return nats.view(codes.shape[0], -1).sum(1) / math.log(2.0)
     total = nats.sum() / math.log(2.0)
     if reduction == "sum":
         return total

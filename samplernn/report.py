@@ -178,7 +178,8 @@ def _diff_html(runs: list[RunRecord]) -> str:
 
 
 def _sample_html(sample: Sample, record: RunRecord, files_dir: Path, run_index: int) -> str:
-    meta = ", ".join(f"{k}={sample.meta[k]}" for k in ("temperature", "seed", "seconds") if k in sample.meta)
+    meta = ", ".join(f"{k}={sample.meta[k]}" for k in ("label", "temperature", "seed", "seconds")
+                     if k in sample.meta)
     caption = f"step {sample.step}, sample {sample.index}" + (f" ({meta})" if meta else "")
     try:
         sample_rate = audio_info(sample.path)["sample_rate"]
@@ -202,6 +203,11 @@ def _run_card(record: RunRecord, files_dir: Path, run_index: int, samples_per_ru
              f'<span class="meta">— {html.escape(record.status)}, <code>{html.escape(record.where)}</code>, '
              f'checkpoints: {html.escape(", ".join(record.checkpoints) or "none")}</span></h4>']
     parts += [f'<p class="problems">{html.escape(p)}</p>' for p in record.problems]
+    per_label = {k.split("/", 2)[2]: v for k, v in (record.summary.get("final") or {}).items()
+                 if k.startswith("test/nll_bits/") and isinstance(v, (int, float))}
+    if per_label:  # a conditioned run's test NLL per label
+        parts.append('<p class="note">test NLL per label (bits): ' + html.escape(", ".join(
+            f"{name} {value:.4f}" for name, value in per_label.items())) + "</p>")
     if not record.samples:
         parts.append('<p class="note">No samples yet.</p>')
     else:

@@ -22,9 +22,9 @@ MUTABLE_ON_RESUME = ("train.max_steps", "train.max_minutes", "train.log_every",
                      "eval.test", "eval.n_samples", "eval.sample_seconds", "eval.temperature",
                      "device", "threads", "precision", "compile", "resume", "logger", "group",
                      "dataset.path", "dataset.num_workers")
-# What the run sets from its data (the manifest's name, whether it is the built-in data),
-# whatever the command said: never a change.
-FROM_THE_DATA = ("dataset.name", "dataset.builtin")
+# What the run sets from its data (the manifest's name, whether it is the built-in data, how
+# many labels it has), whatever the command said: never a change.
+FROM_THE_DATA = ("dataset.name", "dataset.builtin", "model.n_labels")
 # Config groups whose files may set any key (package _global_): naming one names everything.
 _GLOBAL_GROUPS = ("experiment", "debug", "variant")
 _ABSENT = object()

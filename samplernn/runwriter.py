@@ -22,7 +22,7 @@ from .distributed import World
 from .cli import CONFIG_DIR
 from .logger import RunLogger
 from .modelconfig import SampleRNNConfig
-from .runconfig import hydra_runtime
+from .runconfig import FROM_THE_DATA, hydra_runtime
 from .samples import write_samples
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ def _preset_changes(cfg: DictConfig, choice: str, variant: str | None, hc) -> st
     model = OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True)
     by_variant = _group_file(hc, "variant", variant) if variant else None
     skip = set(by_variant.get("model", {})) if by_variant is not None else set()
+    skip |= {k.split(".", 1)[1] for k in FROM_THE_DATA if k.startswith("model.")}  # n_labels
     return ", ".join(f"{k}={v}" for k, v in model.items() if k not in skip and preset.get(k) != v)
 
 

@@ -8,6 +8,8 @@ import json
 import time
 from pathlib import Path
 
+import torch
+
 from .audio import write_wav
 from .plots import spectrogram_png, waveform_png
 from .quantization import dequantize
@@ -15,13 +17,17 @@ from .sampler import generate
 
 
 def write_samples(model, run_dir, step: int, logger, *, n: int, seconds: float,
-                  temperature: float, seed: int, sample_rate: int) -> float | None:
-    """Generate n samples of `seconds` each; returns generation speed in samples/s per stream."""
+                  temperature: float, seed: int, sample_rate: int,
+                  labels: list[str] | None = None) -> float | None:
+    """Generate n samples of `seconds` each; returns generation speed in samples/s per stream.
+    A conditioned model's samples go through its labels in turn (sample k: label k mod
+    the number of labels), so n >= the number of labels hears every one."""
     if n <= 0 or seconds <= 0:
         return None
     length = max(model.lookback, int(round(seconds * sample_rate)) // model.lookback * model.lookback)
+    label = torch.arange(n) % len(labels) if labels else None
     t0 = time.perf_counter()
-    codes = generate(model, n, length, temperature=temperature, seed=seed)
+    codes = generate(model, n, length, temperature=temperature, seed=seed, label=label)
     speed = length / max(time.perf_counter() - t0, 1e-9)
     cfg = model.config
     wavs = dequantize(codes.cpu(), cfg.q_type, cfg.q_levels).numpy()
@@ -29,20 +35,24 @@ def write_samples(model, run_dir, step: int, logger, *, n: int, seconds: float,
     out_dir.mkdir(parents=True, exist_ok=True)
     media = []
     for k, wav in enumerate(wavs):
+        name = labels[int(label[k])] if labels else None
+        said = f", label {name}" if labels else ""
         stem = out_dir / f"sample_{k}"
         write_wav(stem.with_suffix(".wav"), wav, sample_rate)
         sidecar = {"checkpoint": str(Path(run_dir) / "checkpoints" / "last.pt"), "step": step,
                    "temperature": temperature, "seed": seed, "index": k,
                    "seconds": length / sample_rate, "sample_rate": sample_rate,
-                   "gen_samples_per_s": speed, "prime": None}
+                   "gen_samples_per_s": speed, "prime": None,
+                   **({"label": name} if labels else {})}
         stem.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
-        wave = waveform_png(wav, sample_rate, title=f"step {step}, sample {k}")
-        spec = spectrogram_png(wav, sample_rate, title=f"step {step}, sample {k}")
+        wave = waveform_png(wav, sample_rate, title=f"step {step}, sample {k}{said}")
+        spec = spectrogram_png(wav, sample_rate, title=f"step {step}, sample {k}{said}")
         Path(f"{stem}_waveform.png").write_bytes(wave)
         Path(f"{stem}_spectrogram.png").write_bytes(spec)
         media.append({"index": k, "wav": wav, "sample_rate": sample_rate, "waveform_png": wave,
                       "spectrogram_png": spec, "temperature": temperature, "seed": seed,
-                      "caption": f"step {step}, sample {k}, temperature {temperature:g}, seed {seed}"})
+                      "label": name, "caption": f"step {step}, sample {k}{said}, temperature "
+                                                f"{temperature:g}, seed {seed}"})
     logger.log({"perf/gen_samples_per_s": speed}, step)
     logger.log_media(step, media)
     return speed

@@ -196,12 +196,26 @@ class Training:
                           f"({trained_on['path']}, its manifest differs); point dataset.path at "
                           "that data, or start a new run")
         self.data_info = {"path": str(self.dataset.path.resolve()), "name": self.dataset.name,
-                          "fingerprint": self.dataset.fingerprint}
+                          "fingerprint": self.dataset.fingerprint, "labels": self.dataset.labels}
         # the run records where its data are and what they are called (their manifest's name:
         # dataset.path=data/mine is "mine", whatever dataset preset the command started from)
         self.cfg.dataset.path = self.data_info["path"]
         self.cfg.dataset.name = self.dataset.name
         self.cfg.dataset.builtin = self.dataset.path.resolve() == DEFAULT_PATH.resolve()
+        self._labels_from_the_data()
+
+    def _labels_from_the_data(self) -> None:
+        """A dataset with labels conditions the model on them (model.n_labels), unless
+        model.label_dim=0 says to train without them."""
+        labels, model = self.dataset.labels, self.cfg.model
+        model.n_labels = len(labels) if model.label_dim > 0 else 0
+        self.model_cfg = check_config(self.cfg)
+        if labels and not model.n_labels:
+            log.warning("%s has %d labels (%s); model.label_dim=0 trains without them",
+                        self.dataset.path, len(labels), ", ".join(labels))
+        elif labels:
+            log.info("conditioned on %d labels (%s): label_dim %d, into %s", len(labels),
+                     ", ".join(labels), model.label_dim, model.label_into)
 
     def _build_model(self) -> None:
         """The model; `forward` wraps it for DDP and torch.compile; Adam with warm-up."""
@@ -348,8 +362,9 @@ class Training:
         codes = batch.codes.to(device, non_blocking=True)
         mask = batch.mask.to(device, non_blocking=True)
         hidden = self.model.reset_hidden(self.hidden, batch.reset.to(device))  # detached below
+        label = batch.label.to(device) if self.model_cfg.conditioned else None
         with autocast(device, self.cfg.precision):
-            logits, hidden = self.forward(codes, hidden)
+            logits, hidden = self.forward(codes, hidden, label)
         # the global batch's mean: DDP averages the processes' gradients
         loss = nll_bits(logits, codes[:, lb:], mask, reduction="sum") / (
             max(n_targets, 1) / self.world.size)
@@ -431,7 +446,8 @@ class Training:
             return False
         valid = result["nll_bits"]
         self.progress.valid_nll_bits, self.progress.validated_at = valid, step
-        self.out.log({f"{e_cfg.split}/nll_bits": valid, "time_s": time.time() - self.start}, step)
+        self.out.log({f"{e_cfg.split}/nll_bits": valid, **_by_label(e_cfg.split, result),
+                      "time_s": time.time() - self.start}, step)
         log.info("step %d  %s/nll_bits %.4f (best %.4f)", step, e_cfg.split, valid,
                  min(self.best, valid))
         if not math.isfinite(valid):  # a broken model: the checkpoints there stay
@@ -446,7 +462,8 @@ class Training:
         gen = None if self.stop.requested else self.out.samples(
             self.model, step, n=e_cfg.n_samples, seconds=e_cfg.sample_seconds,
             temperature=e_cfg.temperature, seed=cfg.seed * 1_000_003 + step,
-            sample_rate=self.dataset.sample_rate)
+            sample_rate=self.dataset.sample_rate,
+            labels=self.dataset.labels if self.model_cfg.conditioned else None)
         self.summary.update(step=step, best_valid_nll_bits=self.best, gen_samples_per_s=gen,
                             wall_time_s=time.time() - self.start)
         self.out.summary(self.summary)
@@ -485,9 +502,11 @@ class Training:
         final = {"step": step, valid_key: self.progress.valid_nll_bits,
                  "best_valid_nll_bits": self.best}
         if test is not None:
-            self.out.log({"test/nll_bits": test["nll_bits"], "time_s": time.time() - self.start},
-                         step)
+            by_label = _by_label("test", test)
+            self.out.log({"test/nll_bits": test["nll_bits"], **by_label,
+                          "time_s": time.time() - self.start}, step)
             final["test/nll_bits"] = self.summary["test_nll_bits"] = test["nll_bits"]
+            final.update(by_label)
         self.summary.update(status="finished", step=step, wall_time_s=time.time() - self.start,
                             final=final)
         self.out.summary(self.summary)
@@ -516,6 +535,12 @@ def _run_dir(cfg: DictConfig, run_dir) -> Path:
     if hc is not None:
         return Path(hc.runtime.output_dir)
     raise ValueError("no run directory: call run(cfg, run_dir=...) or launch through Hydra")
+
+
+def _by_label(split: str, result: dict) -> dict:
+    """{"<split>/nll_bits/<label>": bits} from an evaluation on a dataset with labels."""
+    return {f"{split}/nll_bits/{name}": v["nll_bits"]
+            for name, v in result.get("by_label", {}).items()}
 
 
 def _drop_if_empty(run_dir: Path) -> None:

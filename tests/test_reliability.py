@@ -264,13 +264,20 @@ def test_a_signal_stops_at_a_step_with_a_checkpoint(tiny_dataset, tmp_path, sign
 @pytest.mark.slow
 def test_a_preempted_run_continues_on_the_same_trajectory(tiny_dataset, tmp_path):
     """SIGTERM mid-run, then the same command again: the metrics equal an uninterrupted run."""
+    preempted_and_resumed(tiny_dataset, tmp_path, ("train/nll_bits", "valid/nll_bits",
+                                                   "test/nll_bits"))
+
+
+def preempted_and_resumed(data: Path, tmp_path: Path, keys) -> None:
+    """A run on `data` stopped by SIGTERM at step 13 and started again ends with the metrics
+    `keys` of a run that never stopped."""
     steps = 30
     whole = tmp_path / "whole"
-    run(compose_train("debug=tiny", "logger=none", f"dataset.path={tiny_dataset}",
+    run(compose_train("debug=tiny", "logger=none", f"dataset.path={data}",
                       "dataset.builtin=false", "dataset.num_workers=0", f"train.max_steps={steps}",
                       "eval.every=10", "train.log_every=4", "eval.n_samples=0"), run_dir=whole)
     run_dir = tmp_path / "run"
-    args = tiny_train(tiny_dataset, run_dir, f"train.max_steps={steps}", "eval.every=10",
+    args = tiny_train(data, run_dir, f"train.max_steps={steps}", "eval.every=10",
                       "train.log_every=4", "eval.n_samples=0", "dataset.num_workers=0")
     proc = _start(args, tmp_path)
     _wait_for_step(run_dir, 13, proc)
@@ -282,7 +289,7 @@ def test_a_preempted_run_continues_on_the_same_trajectory(tiny_dataset, tmp_path
                            text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming from" in again.stdout + again.stderr
-    for key in ("train/nll_bits", "valid/nll_bits", "test/nll_bits"):
+    for key in keys:
         assert _steps(run_dir, key) == _steps(whole, key), key
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "finished"
 

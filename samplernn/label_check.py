@@ -1,0 +1,205 @@
+"""Does a conditioned model know its labels? Two checks, from a checkpoint and its data.
+
+    python scripts/label_check.py <run dir>/checkpoints/best.pt [--per-label 10] [--seconds 4]
+
+1. By likelihood: every file of a split scored under every label (evaluate's `as_label`);
+   a file is identified as the label under which the model finds it most likely. The
+   confusion matrix (rows: the file's label, columns: the label picked) and the accuracy.
+2. By ear, with a classifier standing in for the listener: a multinomial logistic regression
+   on per-file log-mel statistics (each band's mean and spread over time) of the real
+   training audio, checked on the real files of the split, then asked which label each of
+   `per_label` generated samples per label sounds like.
+
+Everything lands in one JSON file (and the generated WAVs with spectrograms in a folder
+beside it); the tables are printed.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .audio import pcm16_to_float, write_wav
+from .checkpoint import load_checkpoint
+from .data import PreparedDataset
+from .errors import ConfigError
+from .evaluate import evaluate_nll
+from .plots import spectrogram_png
+from .quantization import dequantize
+from .sampler import generate
+
+N_MELS = 40
+CLASSIFIER_SECONDS = 8.0  # at most this much of each file feeds the classifier
+
+
+class VoiceFeatures:
+    """Per-recording features: each log-mel band's mean and standard deviation over time
+    (25 ms windows, 10 ms hop)."""
+
+    def __init__(self, sample_rate: int):
+        import torchaudio
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=sample_rate, n_fft=int(0.025 * sample_rate),
+            hop_length=int(0.010 * sample_rate), n_mels=N_MELS)
+
+    def __call__(self, wav: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.asarray(wav, np.float32))
+        logmel = torch.log(self.mel(x) + 1e-6)                       # [n_mels, frames]
+        return torch.cat([logmel.mean(1), logmel.std(1, unbiased=False)]).numpy()
+
+
+class LogisticRegression:
+    """Multinomial logistic regression on standardised features, L2-penalised, fitted by
+    L-BFGS to convergence."""
+
+    def __init__(self, l2: float = 1e-3):
+        self.l2 = l2
+
+    def fit(self, x: np.ndarray, y: np.ndarray, n_classes: int) -> "LogisticRegression":
+        x = torch.from_numpy(x).double()
+        self.mean, self.std = x.mean(0), x.std(0).clamp(min=1e-8)
+        z, target = (x - self.mean) / self.std, torch.from_numpy(y).long()
+        self.w = torch.zeros(z.shape[1], n_classes, dtype=torch.float64, requires_grad=True)
+        self.b = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
+        optimizer = torch.optim.LBFGS([self.w, self.b], max_iter=500, line_search_fn="strong_wolfe")
+
+        def loss():
+            optimizer.zero_grad()
+            value = torch.nn.functional.cross_entropy(z @ self.w + self.b, target) + \
+                self.l2 * (self.w ** 2).sum()
+            value.backward()
+            return value
+        optimizer.step(loss)
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        z = (torch.from_numpy(x).double() - self.mean) / self.std
+        with torch.no_grad():
+            return (z @ self.w + self.b).argmax(1).numpy()
+
+
+def confusion(true: list[int], picked: list[int], n: int) -> list[list[int]]:
+    """counts[i][j]: items of label i identified as label j."""
+    counts = [[0] * n for _ in range(n)]
+    for t, p in zip(true, picked):
+        counts[t][p] += 1
+    return counts
+
+
+def accuracy(counts: list[list[int]]) -> float:
+    total = sum(map(sum, counts))
+    return sum(counts[i][i] for i in range(len(counts))) / max(total, 1)
+
+
+def by_likelihood(model, dataset: PreparedDataset, split: str, names: list[str], device,
+                  batch_size: int = 32, seq_len: int = 1024) -> dict:
+    """Each file of the split under every label: which one makes it most likely."""
+    nll = []  # [label][file]
+    for j in range(len(names)):
+        result = evaluate_nll(model, dataset, split, batch_size, seq_len, device, as_label=j)
+        nll.append([f["nll_bits"] for f in result["files"]])
+    files = dataset.files(split)
+    true = [names.index(f["label"]) for f in files]
+    picked = [int(np.argmin([nll[j][i] for j in range(len(names))])) for i in range(len(files))]
+    counts = confusion(true, picked, len(names))
+    return {"accuracy": accuracy(counts), "confusion": counts, "n_files": len(files),
+            "files": [{"source": f["source"], "label": f["label"], "picked": names[p],
+                       "nll_bits": {names[j]: nll[j][i] for j in range(len(names))}}
+                      for i, (f, p) in enumerate(zip(files, picked))]}
+
+
+def _file_features(dataset: PreparedDataset, files: list[dict], features: VoiceFeatures):
+    most = int(CLASSIFIER_SECONDS * dataset.sample_rate)
+    return np.stack([features(pcm16_to_float(dataset.samples[f["offset"]:f["offset"]
+                                                             + min(f["n_samples"], most)]))
+                     for f in files])
+
+
+def by_classifier(model, dataset: PreparedDataset, split: str, names: list[str],
+                  per_label: int, seconds: float, seed: int, out_dir: Path) -> dict:
+    """A classifier of the real audio, checked on the split's files, then asked which label
+    each generated sample sounds like."""
+    features = VoiceFeatures(dataset.sample_rate)
+    train = dataset.files("train")
+    classifier = LogisticRegression().fit(
+        _file_features(dataset, train, features),
+        np.array([names.index(f["label"]) for f in train]), len(names))
+    held_out = dataset.files(split)
+    real = confusion([names.index(f["label"]) for f in held_out],
+                     classifier.predict(_file_features(dataset, held_out, features)).tolist(),
+                     len(names))
+    lb = model.lookback
+    length = max(lb, int(round(seconds * dataset.sample_rate)) // lb * lb)
+    label = torch.arange(len(names)).repeat_interleave(per_label)
+    codes = generate(model, len(label), length, temperature=1.0, seed=seed, label=label)
+    cfg = model.config
+    wavs = dequantize(codes.cpu(), cfg.q_type, cfg.q_levels).numpy()
+    picked = classifier.predict(np.stack([features(w) for w in wavs])).tolist()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    samples = []
+    for k, (wav, j, p) in enumerate(zip(wavs, label.tolist(), picked)):
+        stem = out_dir / f"{names[j]}_{k % per_label:03d}"
+        write_wav(stem.with_suffix(".wav"), wav, dataset.sample_rate)
+        Path(f"{stem}_spectrogram.png").write_bytes(spectrogram_png(
+            wav, dataset.sample_rate, title=f"{names[j]} (heard as {names[p]})"))
+        samples.append({"wav": str(stem.with_suffix(".wav")), "label": names[j],
+                        "picked": names[p]})
+    generated = confusion(label.tolist(), picked, len(names))
+    return {"real": {"accuracy": accuracy(real), "confusion": real, "n_files": len(held_out),
+                     "n_train_files": len(train)},
+            "generated": {"accuracy": accuracy(generated), "confusion": generated,
+                          "per_label": per_label, "seconds": length / dataset.sample_rate,
+                          "samples": samples}}
+
+
+def check(checkpoint, split: str = "test", per_label: int = 10, seconds: float = 4.0,
+          seed: int = 1, device: str = "cpu", out: Path | None = None) -> dict:
+    """Both checks for a conditioned checkpoint; the report is written to `out` (default:
+    label_check_<split>_<checkpoint>.json beside it)."""
+    model, info = load_checkpoint(checkpoint, torch.device(device))
+    names = (info.get("dataset") or {}).get("labels") or []
+    if not model.config.conditioned:
+        raise ConfigError(f"{checkpoint} was trained without labels: nothing to check")
+    dataset = PreparedDataset(info["dataset"]["path"])
+    if dataset.labels != names:
+        raise ConfigError(f"{dataset.path} no longer has the labels {checkpoint} was trained on")
+    out = Path(out) if out else Path(checkpoint).with_name(
+        f"label_check_{split}_{Path(checkpoint).stem}.json")
+    model.eval()
+    report = {"checkpoint": str(checkpoint), "step": info["step"], "split": split,
+              "labels": names, "dataset": str(dataset.path),
+              "likelihood": by_likelihood(model, dataset, split, names,
+                                          next(model.parameters()).device),
+              "classifier": by_classifier(model, dataset, split, names, per_label, seconds,
+                                          seed, out.with_suffix(""))}
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=1) + "\n")
+    tmp.replace(out)
+    return report | {"out": str(out)}
+
+
+def _table(title: str, counts: list[list[int]], names: list[str]) -> str:
+    width = max(8, *map(len, names))
+    lines = [f"{title}: {accuracy(counts):.1%} of {sum(map(sum, counts))} "
+             f"(rows: true label, columns: picked)",
+             " " * width + "".join(f"{n:>{width + 1}}" for n in names)]
+    lines += [f"{n:<{width}}" + "".join(f"{c:>{width + 1}}" for c in row)
+              for n, row in zip(names, counts)]
+    return "\n".join(lines)
+
+
+def report_lines(report: dict) -> str:
+    """The three tables of a report, for the terminal."""
+    names, c = report["labels"], report["classifier"]
+    gen = c["generated"]
+    return "\n".join([
+        _table(f"by likelihood, {report['split']} files", report["likelihood"]["confusion"], names),
+        _table(f"classifier on the real {report['split']} files", c["real"]["confusion"], names),
+        _table(f"classifier on {gen['per_label']} generated {gen['seconds']:g}-s samples per "
+               "label", gen["confusion"], names)])
+
+
+if __name__ == "__main__":  # python -m samplernn.label_check: the same as samplernn-label-check
+    from .cli import label_check
+    label_check()
