@@ -91,21 +91,24 @@ def evaluate_nll(model: SampleRNN, dataset: PreparedDataset, split: str, batch_s
         batch = next(batches, None)
         if batch is None:  # this process's share is done
             continue
-        codes, mask = batch.codes.to(device), batch.mask.to(device)
         hidden = model.reset_hidden(hidden, batch.reset.to(device))
+        # only the rows on a file: once the short files are done, a long one may walk on
+        # alone for hundreds of chunks, and the idle rows would cost as much as it
+        busy = torch.nonzero(batch.file >= 0)[:, 0]
+        codes, mask, file = (x[busy].to(device) for x in (batch.codes, batch.mask, batch.file))
         label = None
         if cfg.conditioned:
             label = batch.label if as_label is None else torch.full_like(batch.label, as_label)
-            label = label.to(device)
+            label = label[busy].to(device)
+        busy = busy.to(device)
         with autocast(device, precision):
-            logits, hidden = model(codes, hidden, label)
+            logits, state = model(codes, [h[:, busy] for h in hidden], label)
+        hidden = [h.index_copy(1, busy, s.to(h.dtype)) for h, s in zip(hidden, state)]
         targets = codes[:, model.lookback:]
         total += nll_bits(logits, targets, mask, reduction="sum").double()
         count += int(mask.sum())
-        rows, file = nll_bits(logits, targets, mask, reduction="rows"), batch.file.to(device)
-        busy = file >= 0
-        file_bits.index_add_(0, file[busy], rows[busy].double())
-        file_count.index_add_(0, file[busy], mask.sum(1)[busy].double())
+        file_bits.index_add_(0, file, nll_bits(logits, targets, mask, reduction="rows").double())
+        file_count.index_add_(0, file, mask.sum(1).double())
     model.train(was_training)
     total_bits, count = world.sum(total.item(), count)
     count = int(count)

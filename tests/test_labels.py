@@ -433,6 +433,24 @@ def test_a_diverging_labelled_run_stops_with_one_line(labelled, tmp_path):
                             "train.max_steps=20", "eval.n_samples=0"), run_dir=tmp_path)
 
 
+def test_a_long_file_walking_on_alone_gives_the_same_nlls(tmp_path):
+    """Rows whose files are done sit out the batches (a long file walks on alone): each
+    file's NLL is the one a batch of one row gives."""
+    source = tmp_path / "source"
+    for i in range(5):
+        _voice(source / "short" / f"{i}.wav", 330, 0.6, i)
+    _voice(source / "long" / "0.wav", 110, 2.5, 9)
+    prepare(source, tmp_path / "data", labels="folders", valid_fraction=0.0, test_fraction=0.0,
+            num_workers=0)
+    dataset = PreparedDataset(tmp_path / "data")
+    model = tiny([2, 8], "lstm", n_labels=2, label_dim=6).cpu()
+    one = evaluate_nll(model, dataset, "train", 1, 256, torch.device("cpu"))
+    many = evaluate_nll(model, dataset, "train", 4, 256, torch.device("cpu"))
+    assert [f["nll_bits"] for f in many["files"]] == pytest.approx(
+        [f["nll_bits"] for f in one["files"]], rel=1e-12)
+    assert many["n_samples"] == one["n_samples"] == dataset.n_samples("train")
+
+
 def test_the_paper_protocol_counts_each_files_pieces_once(labelled):
     model = tiny([2, 8], "gru", n_labels=3, label_dim=6).float().cpu()
     dataset = PreparedDataset(labelled)
