@@ -179,6 +179,15 @@ def _small(n_labels=0, **options):
                                      n_labels=n_labels, label_dim=6, **options))
 
 
+def heard(model):
+    """The labels made to matter: the projections' gains, zero at the start (a conditioned
+    model starts as the unconditioned one), set to 1."""
+    with torch.no_grad():
+        for linear in model.labels.into:
+            linear.parametrizations.weight.original0.fill_(1.0)
+    return model
+
+
 def test_an_unconditioned_model_is_unchanged_bit_for_bit():
     digest = hashlib.sha256()
     for frame_sizes, rnn_type in (([16], "gru"), ([2, 8], "lstm"), ([2, 8, 32], "gru")):
@@ -190,11 +199,8 @@ def test_an_unconditioned_model_is_unchanged_bit_for_bit():
             digest.update(key.encode())
             digest.update(value.detach().double().numpy().tobytes())
     assert digest.hexdigest() == UNCONDITIONED_INIT
-    # the same weights with labels whose vectors are zero: the same logits, bit for bit
+    # a conditioned model starts as the unconditioned one: the same logits, bit for bit
     plain, conditioned = _small(), _small(n_labels=3)
-    with torch.no_grad():
-        for linear in conditioned.labels.into:
-            linear.parametrizations.weight.original0.zero_()
     codes = torch.randint(0, 64, (2, 8 + 32), generator=torch.Generator().manual_seed(1))
     expected = plain(codes)[0]
     assert torch.equal(conditioned(codes, label=torch.tensor([0, 2]))[0], expected)
@@ -206,7 +212,7 @@ def test_an_unconditioned_model_is_unchanged_bit_for_bit():
 
 @pytest.mark.parametrize("into", ["top", "all"])
 def test_a_label_changes_its_rows_logits_only(into):
-    model = _small(n_labels=3, label_into=into)
+    model = heard(_small(n_labels=3, label_into=into))
     codes = torch.randint(0, 64, (2, 8 + 32), generator=torch.Generator().manual_seed(1))
     codes = codes.repeat(2, 1)
     logits = model(codes, label=torch.tensor([0, 1, 2, 1]))[0]
@@ -236,7 +242,8 @@ LABELS = torch.tensor([0, 1, 2, 1])
 def test_every_backend_generates_each_streams_label(tiers, into, backend):
     """Greedy decoding equals the teacher-forced model's argmax under each stream's label,
     with different labels on the streams of one batch."""
-    model = tiny(FRAME_SIZES[tiers], "gru", skip=True, n_labels=3, label_dim=6, label_into=into)
+    model = heard(tiny(FRAME_SIZES[tiers], "gru", skip=True, n_labels=3, label_dim=6,
+                       label_into=into))
     with torch.no_grad():  # labels far apart: greedy streams of different labels differ
         model.labels.table.weight.mul_(4)
     model = model.float() if backend in ("native", "triton") else model
@@ -252,7 +259,7 @@ def test_every_backend_generates_each_streams_label(tiers, into, backend):
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS + ["torch"] + TRITON)
 def test_sampled_codes_follow_the_model_under_each_label(backend):
-    model = tiny([2, 8], "gru", True, n_labels=3, label_dim=6).float()
+    model = heard(tiny([2, 8], "gru", True, n_labels=3, label_dim=6)).float()
     label = (torch.arange(1200) % 3).to(DEVICE)
     codes = generate(model, 1200, 4 * model.lookback, temperature=0.8, seed=3, backend=backend,
                      label=label)
@@ -261,7 +268,7 @@ def test_sampled_codes_follow_the_model_under_each_label(backend):
 
 
 def test_a_shared_prime_is_heard_under_each_streams_label():
-    model = tiny([2, 8], "gru", n_labels=3, label_dim=6).cpu()
+    model = heard(tiny([2, 8], "gru", n_labels=3, label_dim=6)).cpu()
     lb = model.lookback
     prime = torch.randint(0, 64, (1, 3 * lb), generator=torch.Generator().manual_seed(2))
     out = generate(model, 4, 2 * lb, temperature=0, prime=prime, label=LABELS, backend="numpy")
@@ -315,14 +322,14 @@ def test_label_dim_0_trains_without_the_labels_and_says_so(labelled, tmp_path, c
 
 
 def test_evaluation_gives_each_files_nll_and_scores_under_any_label(labelled):
-    model = tiny([2, 8], "gru", n_labels=3, label_dim=6).float().cpu()
+    model = heard(tiny([2, 8], "gru", n_labels=3, label_dim=6)).float().cpu()
     dataset = PreparedDataset(labelled)
     own = evaluate_nll(model, dataset, "test", 2, 64, torch.device("cpu"))
     files = own["files"]
     assert [f["label"] for f in files] == sorted(VOICES)
     assert sum(f["n_samples"] for f in files) == own["n_samples"]
     weighted = sum(f["nll_bits"] * f["n_samples"] for f in files) / own["n_samples"]
-    assert weighted == pytest.approx(own["nll_bits"], rel=1e-9)
+    assert weighted == pytest.approx(own["nll_bits"], rel=1e-6)  # float32 sums
     assert own["by_label"]["alto"]["nll_bits"] == pytest.approx(files[0]["nll_bits"])
     as_alto = evaluate_nll(model, dataset, "test", 3, 64, torch.device("cpu"), as_label=0)
     assert as_alto["files"][0]["nll_bits"] == pytest.approx(files[0]["nll_bits"], rel=1e-6)
@@ -443,7 +450,7 @@ def test_a_long_file_walking_on_alone_gives_the_same_nlls(tmp_path):
     prepare(source, tmp_path / "data", labels="folders", valid_fraction=0.0, test_fraction=0.0,
             num_workers=0)
     dataset = PreparedDataset(tmp_path / "data")
-    model = tiny([2, 8], "lstm", n_labels=2, label_dim=6).cpu()
+    model = heard(tiny([2, 8], "lstm", n_labels=2, label_dim=6)).cpu()
     one = evaluate_nll(model, dataset, "train", 1, 256, torch.device("cpu"))
     many = evaluate_nll(model, dataset, "train", 4, 256, torch.device("cpu"))
     assert [f["nll_bits"] for f in many["files"]] == pytest.approx(
@@ -452,14 +459,14 @@ def test_a_long_file_walking_on_alone_gives_the_same_nlls(tmp_path):
 
 
 def test_the_paper_protocol_counts_each_files_pieces_once(labelled):
-    model = tiny([2, 8], "gru", n_labels=3, label_dim=6).float().cpu()
+    model = heard(tiny([2, 8], "gru", n_labels=3, label_dim=6)).float().cpu()
     dataset = PreparedDataset(labelled)
     files = evaluate_nll(model, dataset, "test", 2, 64, torch.device("cpu"))
     pieces = evaluate_nll(model, dataset, "test", 2, 64, torch.device("cpu"), protocol="paper")
     assert pieces["nll_bits"] != pytest.approx(files["nll_bits"], rel=1e-6)  # state resets
     assert [f["n_samples"] for f in pieces["files"]] == [f["n_samples"] for f in files["files"]]
     weighted = sum(f["nll_bits"] * f["n_samples"] for f in pieces["files"]) / pieces["n_samples"]
-    assert weighted == pytest.approx(pieces["nll_bits"], rel=1e-9)
+    assert weighted == pytest.approx(pieces["nll_bits"], rel=1e-6)  # float32 sums
 
 
 # ---------------------------------------------------------------- data parallel
