@@ -19,6 +19,7 @@ import hydra
 from omegaconf import DictConfig
 
 from . import schema  # noqa: F401  (registers the config schemas)
+from .choices import Split, words
 from .errors import EXIT_USER_ERROR, ConfigError, one_line_errors, user_message
 
 _PACKAGED = Path(__file__).resolve().with_name("configs")
@@ -206,7 +207,7 @@ def label_check(argv=None):
         "a classifier of the real audio (log-mel statistics, logistic regression) asked which "
         "label generated samples sound like. Writes a JSON report and the samples.")
     parser.add_argument("checkpoint")
-    parser.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    parser.add_argument("--split", default="test", choices=words(Split))
     parser.add_argument("--per-label", type=int, default=10, help="generated samples per label")
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each sample")
     parser.add_argument("--seed", type=int, default=1)
@@ -217,8 +218,8 @@ def label_check(argv=None):
         if args.per_label < 1 or not (math.isfinite(args.seconds) and args.seconds > 0):
             raise ConfigError(f"--per-label={args.per_label} --seconds={args.seconds}: give at "
                               "least 1 sample per label, of more than 0 seconds")
-        if not Path(args.checkpoint).is_file():
-            raise ConfigError(f"{args.checkpoint}: no such checkpoint; give "
+        if not Path(args.checkpoint).is_file():  # before torch's import; positional, so
+            raise ConfigError(f"{args.checkpoint}: no such checkpoint; give "  # not key=
                               "<run dir>/checkpoints/best.pt")
         from .label_check import check, report_lines
         report = check(args.checkpoint, args.split, args.per_label, args.seconds, args.seed,

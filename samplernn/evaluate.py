@@ -149,7 +149,7 @@ def _evaluate(cfg: DictConfig, world: World) -> dict:
     model, info = load_checkpoint(cfg.checkpoint, device)
     run_cfg = info["run_config"]
     protocol = cfg.protocol or run_cfg["eval"].get("protocol", "files")
-    names = (info.get("dataset") or {}).get("labels") or []
+    names = labelling.of_checkpoint(info)
     as_label = None
     if cfg.get("label") is not None:
         as_label = labelling.index(names if model.config.conditioned else [], str(cfg.label))

@@ -160,7 +160,7 @@ def run(cfg: DictConfig) -> list[Path]:
     prime = None
     if cfg.prime:
         prime = load_prime(cfg.prime, cfg.prime_seconds, rate, mc.q_type, mc.q_levels)
-    names = (info.get("dataset") or {}).get("labels") or []
+    names = labelling.of_checkpoint(info)
     jobs = streams(cfg, names, mc.conditioned)
     length = int(round(cfg.seconds * rate))
     if length < 1:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import labels as labelling
 from .audio import pcm16_to_float, write_wav
 from .checkpoint import load_checkpoint
 from .data import PreparedDataset
@@ -158,7 +159,7 @@ def check(checkpoint, split: str = "test", per_label: int = 10, seconds: float =
     """Both checks for a conditioned checkpoint; the report is written to `out` (default:
     label_check_<split>_<checkpoint>.json beside it)."""
     model, info = load_checkpoint(checkpoint, torch.device(device))
-    names = (info.get("dataset") or {}).get("labels") or []
+    names = labelling.of_checkpoint(info)
     if not model.config.conditioned:
         raise ConfigError(f"{checkpoint} was trained without labels: nothing to check")
     dataset = PreparedDataset(info["dataset"]["path"])

@@ -88,6 +88,12 @@ def assign(spec: str | None, kept: list[dict], source: Path) -> list[str] | None
     return sorted({r["label"] for r in kept})
 
 
+def of_checkpoint(info: dict) -> list[str]:
+    """The labels a checkpoint's model was trained on (its info from load_checkpoint); [] for
+    an unconditioned one or a checkpoint from before labels."""
+    return list((info.get("dataset") or {}).get("labels") or [])
+
+
 def index(names: list[str], name: str, what: str = "label") -> int:
     """A label's index in the vocabulary; an unknown one is one line naming the known ones."""
     if not names:
