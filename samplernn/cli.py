@@ -192,6 +192,43 @@ prepare = _app("prepare", "prepare")
 benchmark = _app("benchmark", "benchmark")
 
 
+_listen = _app("listen", "listen")
+_LISTEN_ACTIONS = ("build", "serve", "results")
+_HYDRA_VALUED = ("--cfg", "-c", "--package", "-p", "--info", "-i", "--config-path", "-cp",
+                 "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun")
+
+
+def listen_args(args: list[str]) -> list[str]:
+    """samplernn-listen's words as Hydra overrides: the first word (build, serve, results)
+    is action=, a bare path is test=, --json is json=true; the rest is left to Hydra."""
+    out = []
+    for i, arg in enumerate(args):
+        after_flag = i > 0 and args[i - 1] in _HYDRA_VALUED
+        if i == 0 and arg in _LISTEN_ACTIONS:
+            out.append(f"action={arg}")
+        elif arg == "--json":
+            out.append("json=true")
+        elif not after_flag and "=" not in arg and not arg.startswith("-"):
+            out.append(f"test={arg}")
+        else:
+            out.append(arg)
+    return out
+
+
+def listen():
+    """samplernn-listen build|serve|results [<test dir>] [--json] [key=value ...]"""
+    first = sys.argv[1] if len(sys.argv) > 1 else ""
+    if first not in _LISTEN_ACTIONS and not first.startswith("-") and not any(
+            a.startswith("action=") for a in sys.argv[1:]):
+        said = f"{first!r} is not something it does" if first and "=" not in first else \
+            "say what to do"
+        print(f"error: {said}: samplernn-listen build|serve|results ... (see --help)",
+              file=sys.stderr)
+        raise SystemExit(EXIT_USER_ERROR)
+    sys.argv[1:] = listen_args(sys.argv[1:])
+    _listen()
+
+
 def compare():
     from .report import main
     main()

@@ -161,5 +161,34 @@ class RunLogger:
         self.run = None
 
 
+LISTENING_COLUMNS = {"ab": ["a", "b", "n", "a_wins", "b_wins", "ties", "pref_a", "ci_low",
+                            "ci_high", "p_value"],
+                     "mushra": ["condition", "n", "mean", "ci_low", "ci_high"]}
+
+
+def log_listening(result: dict, chart_png: Path, out_dir: Path, mode: str = "offline",
+                  project: str = "samplernn") -> str | None:
+    """A listening test's results as one W&B run (job type `listen`) in the group of the runs
+    that took part: the results table and the chart. -> `wandb sync`'s argument when offline
+    (None when W&B is off)."""
+    logger = RunLogger(out_dir, {"mode": mode, "project": project, "system_metrics": False,
+                                 "console": "off"},
+                       {"listening_test": result["test"], "listen_mode": result["mode"],
+                        "raters": result["raters"], "answers": result["answers"]},
+                       group=result.get("group"), tags=["listening"],
+                       name=f"listen-{result['test']}", job_type="listen")
+    if logger.run is None:
+        return None
+    columns = LISTENING_COLUMNS[result["mode"]]
+    rows = result["pairs"] if result["mode"] == "ab" else result["mushra"]["conditions"]
+    logger._wandb(lambda: logger.run.log({
+        "listening/results": logger.wandb.Table(
+            columns=columns, data=[[r[c] for c in columns] for r in rows]),
+        "listening/chart": logger.wandb.Image(str(chart_png))}))
+    hint = logger.sync_hint()
+    logger.finish()
+    return hint
+
+
 def _first_line(error: Exception) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]

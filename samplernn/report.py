@@ -242,7 +242,33 @@ def render_html(records: list[RunRecord], files_dir: Path, samples_per_run: int 
             parts.append(_run_card(r, files_dir, run_index, samples_per_run))
             run_index += 1
         parts.append("</section>")
+    parts.append(_listening_html(records))
     return "".join(parts) + "</body></html>\n"
+
+
+def _listening_html(records: list[RunRecord]) -> str:
+    """The listening tests these runs took part in (<run dir>/listening/<test>.json, written
+    by samplernn-listen results): the table and chart of each, once."""
+    from .listen.results import chart_png, text
+    tests = {}
+    for record in records:
+        for path in sorted((record.path / "listening").glob("*.json")):
+            try:
+                result = json.loads(path.read_text())
+                tests.setdefault((result["test"], result["mode"]), result)
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # a damaged file: the report goes on without it
+    if not tests:
+        return ""
+    parts = ["<section class='group'><h2>Listening tests</h2>"]
+    for (name, mode), result in tests.items():
+        try:
+            parts += [f"<h3>{html.escape(name)} ({html.escape(mode)})</h3>",
+                      _img(chart_png(result), f"listening test {name}"),
+                      f"<pre>{html.escape(text(result))}</pre>"]
+        except (KeyError, TypeError, ValueError):
+            parts.append(f"<p class='note'>{html.escape(name)}: its results file is damaged</p>")
+    return "".join(parts) + "</section>"
 
 
 def _delta_best_classes(rows: list[Row]) -> list[str]:

@@ -15,7 +15,8 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 
-from .choices import Backend, Clip, LoggerMode, Normalize, Order, Precision, Protocol, Split
+from .choices import (Backend, Clip, ListenAction, ListenMode, LoggerMode, Normalize, Order,
+                      Precision, Protocol, Split)
 from .modelconfig import SampleRNNConfig
 
 
@@ -173,8 +174,31 @@ class BenchmarkConfig:
     out: Optional[str] = None
 
 
+@dataclass
+class ListenConfig:
+    action: ListenAction = "???"
+    test: str = "???"
+    conditions: Any = None  # [paths], or {name: path}
+    real: Any = False  # true: the first checkpoint's data; or a prepared dataset folder
+    mode: ListenMode = ListenMode.ab
+    n_items: int = 8
+    items_per_rater: Optional[int] = None
+    seconds: float = 4.0
+    temperature: Any = 1.0  # a number, or {condition: number}
+    seed: int = 1
+    allow_tie: bool = False
+    anchor_hz: float = 3500.0
+    loudness_lufs: float = -23.0
+    device: str = "cpu"
+    overwrite: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8765
+    json: bool = False
+    wandb: bool = True
+
+
 SCHEMAS = {"train": TrainConfig, "evaluate": EvaluateConfig, "generate": GenerateConfig,
-           "prepare": PrepareConfig, "benchmark": BenchmarkConfig}
+           "prepare": PrepareConfig, "benchmark": BenchmarkConfig, "listen": ListenConfig}
 
 
 def register() -> None:
