@@ -55,11 +55,10 @@ def mean_ci(scores: list[float]) -> tuple[float, float, float]:
 
 
 def trials_to_exclude_half(share: float, limit: int = 100_000) -> int | None:
-    """The fewest decided trials at which a preference of `share` (for A, ties aside) has a
-    95% Wilson interval that leaves out 50%; None if not within `limit`."""
+    """The fewest decided trials at which an observed preference of exactly `share` has a
+    95% Wilson interval that leaves out 50%; None if not within `limit` (or share = 0.5)."""
     for n in range(1, limit + 1):
-        k = round(share * n)
-        low, high = wilson(k, n)
+        low, high = wilson(share * n, n)
         if low > 0.5 or high < 0.5:
             return n
     return None

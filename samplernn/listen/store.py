@@ -28,8 +28,8 @@ CREATE TABLE deals (rater TEXT NOT NULL REFERENCES raters(id), position INTEGER 
                     trial INTEGER NOT NULL REFERENCES trials(id), stimuli TEXT NOT NULL,
                     PRIMARY KEY (rater, position), UNIQUE (rater, trial));
 CREATE TABLE answers (rater TEXT NOT NULL, trial INTEGER NOT NULL, position INTEGER NOT NULL,
-                      choice TEXT, scores TEXT, seconds REAL, plays TEXT NOT NULL,
-                      at REAL NOT NULL, PRIMARY KEY (rater, trial),
+                      stimuli TEXT NOT NULL, choice TEXT, scores TEXT, seconds REAL,
+                      plays TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (rater, trial),
                       FOREIGN KEY (rater, trial) REFERENCES deals(rater, trial));
 """
 
@@ -138,13 +138,16 @@ class Store:
 
     def answer(self, rater: str, trial: int, choice: str | None, scores: dict | None,
                seconds: float | None, plays: dict) -> bool:
-        """Store one answer at once; False if the trial was already answered (unchanged)."""
+        """Store one answer at once: who, which trial, its stimuli as dealt (A first), the
+    chosen stimulus or the scores by stimulus, the seconds taken and the plays per stimulus.
+    False if the trial was already answered (nothing changes)."""
         with self.connect() as db:
-            position = db.execute("SELECT position FROM deals WHERE rater = ? AND trial = ?",
-                                  (rater, trial)).fetchone()[0]
+            position, shown = db.execute(
+                "SELECT position, stimuli FROM deals WHERE rater = ? AND trial = ?",
+                (rater, trial)).fetchone()
             try:
-                db.execute("INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           (rater, trial, position, choice,
+                db.execute("INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           (rater, trial, position, shown, choice,
                             json.dumps(scores) if scores is not None else None, seconds,
                             json.dumps(plays), time.time()))
             except sqlite3.IntegrityError:
@@ -159,8 +162,8 @@ class Store:
             condition = dict(db.execute("SELECT id, condition FROM stimuli"))
             rows = db.execute(
                 "SELECT a.rater, a.trial, t.item, a.choice, a.scores, a.seconds, a.plays, "
-                "d.stimuli FROM answers a JOIN deals d ON d.rater = a.rater AND "
-                "d.trial = a.trial JOIN trials t ON t.id = a.trial ORDER BY a.at").fetchall()
+                "a.stimuli FROM answers a JOIN trials t ON t.id = a.trial "
+                "ORDER BY a.at").fetchall()
         out = []
         for rater, trial, item, choice, scores, seconds, plays, shown in rows:
             shown = json.loads(shown)
