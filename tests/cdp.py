@@ -45,8 +45,10 @@ class Browser:
                     raise RuntimeError(f"{method}: {reply['error']}")
                 return reply.get("result", {})
 
-    def page(self, url: str, width=1000, height=900) -> "Page":
-        """A new tab in its own browser context (its own cookies: one rater)."""
+    def page(self, url: str, width=1000, height=900,
+             ready="!!document.getElementById('progress')") -> "Page":
+        """A new tab in its own browser context (its own cookies: one rater), once the
+        document is complete and `ready` holds."""
         context = self.send("Target.createBrowserContext")["browserContextId"]
         target = self.send("Target.createTarget", url="about:blank",
                            browserContextId=context)["targetId"]
@@ -55,7 +57,7 @@ class Browser:
         page.call("Emulation.setDeviceMetricsOverride", width=width, height=height,
                   deviceScaleFactor=1, mobile=False)
         page.call("Page.navigate", url=url)
-        page.wait_for("document.readyState === 'complete' && !!document.getElementById('progress')")
+        page.wait_for(f"document.readyState === 'complete' && ({ready})")
         return page
 
     def close(self):

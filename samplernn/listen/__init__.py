@@ -36,7 +36,9 @@ def run(cfg: DictConfig):
                      allow_tie=cfg.allow_tie, anchor_hz=cfg.anchor_hz,
                      loudness_lufs=cfg.loudness_lufs, items_per_rater=cfg.items_per_rater,
                      device=cfg.device, overwrite=cfg.overwrite)
-        quiet = meta["quiet"] and f"; too quiet to loudness-match: {', '.join(meta['quiet'])}"
+        quiet = ""
+        if meta["quiet"]:
+            quiet = f"; too quiet to loudness-match: {', '.join(meta['quiet'])}"
         print(f"built {test}: {meta['mode']} test of {len(conditions)} conditions, "
               f"{meta['n_items']} items of {meta['seconds']:g} s{quiet}\n"
               f"serve it: samplernn-listen serve {test}")

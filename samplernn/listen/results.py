@@ -114,16 +114,18 @@ def chart_png(result: dict) -> bytes:
             if p["ci_low"] is not None:
                 ax.errorbar(100 * share, y, xerr=[[100 * (share - p["ci_low"])],
                                                   [100 * (p["ci_high"] - share)]],
-                            color="k", capsize=4)
-            ax.text(1, y, f"{p['a']} {_pct(p['pref_a']).strip()}%", va="center", color="w")
+                            color="k", capsize=4, lw=1.2, zorder=2)
             other = None if p["pref_a"] is None else 1 - p["pref_a"]
-            ax.text(99, y, f"{p['b']} {_pct(other).strip()}%", va="center", ha="right",
-                    color="w")
+            for x, ha, color, words in ((1, "left", "#4c72b0", _pct(p["pref_a"])),
+                                        (99, "right", "#dd8452", _pct(other))):
+                ax.text(x, y, f"{words.strip()}%", va="center", ha=ha, color="w", zorder=3,
+                        bbox={"facecolor": color, "edgecolor": "none", "pad": 1})
         ax.axvline(50, color="k", lw=0.8, ls="--")
         ax.invert_yaxis()
-        ax.set_yticks(range(len(rows)), [f"n={p['n']}" for p in rows])
+        ax.set_yticks(range(len(rows)), [f"{p['a']} vs {p['b']}\n(n={p['n']})" for p in rows])
         ax.set_xlim(0, 100)
-        ax.set_xlabel("% of decided trials preferring (95% Wilson interval)")
+        ax.set_xlabel("% of decided trials preferring A (blue) or B (orange); 95% Wilson "
+                      "interval")
     else:
         rows = [r for r in result["mushra"]["conditions"] if r["n"]]
         fig, ax = plt.subplots(figsize=(7, 1.4 + 0.55 * len(rows)))
