@@ -14,13 +14,14 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 class Browser:
     def __init__(self, profile: Path):
+        port_file = Path(profile) / "DevToolsActivePort"
+        port_file.unlink(missing_ok=True)  # a profile used before: not that browser's port
         self.process = subprocess.Popen(
             [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              "--mute-audio", "--autoplay-policy=no-user-gesture-required",
              "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        port_file = Path(profile) / "DevToolsActivePort"
         deadline = time.monotonic() + 60
         while not (port_file.is_file() and len(port_file.read_text().split()) == 2):
             if time.monotonic() > deadline or self.process.poll() is not None:

@@ -158,10 +158,13 @@ def serve(test_dir: Path, host: str = "127.0.0.1", port: int = 8765, threads: in
     from waitress import create_server
     app = make_app(test_dir)
     server = create_server(app, host=host, port=port, threads=threads)
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    everywhere = host in ("0.0.0.0", "::", "")
+    shown = "127.0.0.1" if everywhere else host
     token = Store(Path(test_dir) / "listen.db").meta()["token"]
+    lan = "; raters on the LAN: this machine's address in place of 127.0.0.1" if everywhere else ""
     announce(f"listening test {Path(test_dir).name}: open http://{shown}:{server.effective_port}"
-             f"/t/{token}/ (one browser per rater; Ctrl-C stops, answers are kept)", flush=True)
+             f"/t/{token}/ (one browser per rater{lan}; Ctrl-C stops, answers are kept)",
+             flush=True)
     try:
         server.run()
     finally:
