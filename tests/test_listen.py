@@ -154,6 +154,18 @@ def test_build_refuses_bad_conditions_in_one_line(run_dirs, tmp_path):
               temperature=1.0, seed=1, allow_tie=False, anchor_hz=3500.0, loudness_lufs=-23.0)
 
 
+def test_a_build_stopped_half_way_leaves_nothing(run_dirs, tmp_path, monkeypatch):
+    import samplernn.listen.build as building
+
+    class Stopped(building.Store):
+        def create(self, *args):
+            raise KeyboardInterrupt  # Ctrl-C while the database is written
+    monkeypatch.setattr(building, "Store", Stopped)
+    with pytest.raises(KeyboardInterrupt):
+        build_test(tmp_path / "t", run_dirs, n_items=1)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_command_line_words_become_overrides():
     assert listen_args(["results", "tests/ab", "--json"]) == [
         "action=results", "test=tests/ab", "json=true"]

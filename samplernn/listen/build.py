@@ -98,48 +98,60 @@ def build(out: Path, conditions: list[dict], *, mode: str, n_items: int, seconds
         raise ConfigError(f"n_items={n_items} seconds={seconds}: give at least one item of "
                           "more than 0 seconds")
     audio, rate = _render(conditions, n_items, seconds, temperature, seed, device)
-    roles = {c["name"]: "real" if c["kind"] == "real" else "system" for c in conditions}
-    if mode == "mushra":
-        roles = {n: r for n, r in roles.items() if n != REAL}
-        reference = audio.pop(REAL)
-        audio = {"reference": reference, "hidden_reference": [w.copy() for w in reference],
-                 "anchor": [_low_pass(w, rate, anchor_hz) for w in reference], **audio}
-        roles = {"reference": "reference", "hidden_reference": "hidden_reference",
-                 "anchor": "anchor", **roles}
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    (partial / "stimuli").mkdir(parents=True)
-    stimuli, quiet = _write_stimuli(partial / "stimuli", audio, rate, loudness_lufs)
-    ids = {(s["condition"], s["item"]): s["id"] for s in stimuli}
-    names = list(audio)
-    if mode == "ab":
-        trials = [[ids[a, i], ids[b, i]] for a, b in combinations(names, 2) for i in range(n_items)]
-        items = [i for _ in combinations(names, 2) for i in range(n_items)]
-    else:
-        trials = [[ids[n, i] for n in names] for i in range(n_items)]
-        items = list(range(n_items))
+    audio, roles = _with_roles(audio, conditions, mode, rate, anchor_hz)
     meta = {"mode": mode, "token": secrets.token_urlsafe(18), "sample_rate": rate,
             "seconds": seconds, "n_items": n_items, "seed": seed, "allow_tie": bool(allow_tie),
-            "loudness_lufs": loudness_lufs, "anchor_hz": anchor_hz, "quiet": quiet,
+            "loudness_lufs": loudness_lufs, "anchor_hz": anchor_hz if mode == "mushra" else None,
             "items_per_rater": items_per_rater, "name": out.name,
             "runs": {c["name"]: c["run_dir"] for c in conditions if c.get("run_dir")}}
-    sources = {c["name"]: c["source"] or "" for c in conditions}
-    Store(partial / "listen.db").create(
-        meta, [{"name": n, "source": sources.get(n, sources.get(REAL, "")), "role": roles[n]}
-               for n in names], stimuli, trials, items)
-    (partial / "test.yaml").write_text(yaml.safe_dump(
-        {"mode": mode, "conditions": {n: {"role": roles[n],
-                                          "source": sources.get(n, sources.get(REAL))}
-                                      for n in names},
-         "n_items": n_items, "seconds": seconds, "seed": seed, "temperature": temperature,
-         "allow_tie": bool(allow_tie), "loudness_lufs": loudness_lufs,
-         "anchor_hz": anchor_hz if mode == "mushra" else None, "trials": len(trials),
-         "items_per_rater": items_per_rater,
-         "quiet": quiet}, sort_keys=False))
-    if out.exists():
-        shutil.rmtree(out)
-    partial.rename(out)
+    real = next((c["source"] for c in conditions if c["kind"] == "real"), None)
+    sources = {n: next((c["source"] for c in conditions if c["name"] == n), real) for n in audio}
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:  # nothing half-built stays: the test appears whole, or not at all
+        (partial / "stimuli").mkdir(parents=True)
+        stimuli, meta["quiet"] = _write_stimuli(partial / "stimuli", audio, rate, loudness_lufs)
+        trials, items = _trials(mode, list(audio), stimuli, n_items)
+        Store(partial / "listen.db").create(
+            meta, [{"name": n, "source": sources[n] or "", "role": roles[n]} for n in audio],
+            stimuli, trials, items)
+        record = {k: meta[k] for k in ("mode", "n_items", "seconds", "seed", "allow_tie",
+                                       "loudness_lufs", "anchor_hz", "items_per_rater", "quiet")}
+        record.update(conditions={n: {"role": roles[n], "source": sources[n]} for n in audio},
+                      temperature=temperature, trials=len(trials))
+        (partial / "test.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+        if out.exists():
+            shutil.rmtree(out)
+        partial.rename(out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     return meta
+
+
+def _with_roles(audio: dict, conditions: list[dict], mode: str, rate: int, anchor_hz: float):
+    """-> (clips by condition, in the test's order; role by condition). MUSHRA turns the real
+    clips into the open reference, a hidden copy and the low anchor."""
+    roles = {c["name"]: "real" if c["kind"] == "real" else "system" for c in conditions}
+    if mode != "mushra":
+        return audio, roles
+    reference = audio.pop(REAL)
+    roles.pop(REAL)
+    audio = {"reference": reference, "hidden_reference": [w.copy() for w in reference],
+             "anchor": [_low_pass(w, rate, anchor_hz) for w in reference], **audio}
+    return audio, {"reference": "reference", "hidden_reference": "hidden_reference",
+                   "anchor": "anchor", **roles}
+
+
+def _trials(mode: str, names: list[str], stimuli: list[dict], n_items: int):
+    """-> (the stimulus ids of each trial, each trial's item). A/B: every pair of conditions
+    on every item; MUSHRA: one trial per item, the reference's id first."""
+    ids = {(s["condition"], s["item"]): s["id"] for s in stimuli}
+    if mode == "ab":
+        pairs = list(combinations(names, 2))
+        return ([[ids[a, i], ids[b, i]] for a, b in pairs for i in range(n_items)],
+                [i for _ in pairs for i in range(n_items)])
+    return [[ids[n, i] for n in names] for i in range(n_items)], list(range(n_items))
 
 
 def _render(conditions: list[dict], n_items: int, seconds: float, temperature, seed: int,
