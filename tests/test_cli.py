@@ -182,7 +182,7 @@ def test_the_installed_wheel_works_without_the_repository(tmp_path):
     assert len(list((work / "generated").glob("*.wav"))) == 1
     listen = subprocess.run([str(venv / "bin" / "samplernn-listen"), "build",
                              "conditions=[runs/tiny,generated]", "test=tests/ab", "n_items=1",
-                             "seconds=0.25"], cwd=work, env=env, capture_output=True, text=True,
+                             "seconds=0.5"], cwd=work, env=env, capture_output=True, text=True,
                             timeout=300)  # a listening test: the page's code ships too
     assert listen.returncode == 0, listen.stderr[-3000:]
     assert "samplernn-listen serve tests/ab" in listen.stdout

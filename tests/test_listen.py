@@ -147,6 +147,9 @@ def test_build_refuses_bad_conditions_in_one_line(run_dirs, tmp_path):
     with pytest.raises(ConfigError, match="mode=mushra needs the real data"):
         build(tmp_path / "t", conditions, mode="mushra", n_items=2, seconds=0.5,
               temperature=1.0, seed=1, allow_tie=False, anchor_hz=3500.0, loudness_lufs=-23.0)
+    with pytest.raises(ConfigError, match=r"seconds=0.2: .* at least 0.4 s \(BS.1770"):
+        build(tmp_path / "t", conditions, mode="ab", n_items=2, seconds=0.2,
+              temperature=1.0, seed=1, allow_tie=False, anchor_hz=3500.0, loudness_lufs=-23.0)
     assert not (tmp_path / "t").exists() and not (tmp_path / "t.partial").exists()
     (tmp_path / "taken").mkdir()
     with pytest.raises(AlreadyExists, match="exists; give another test=<dir> or overwrite"):

@@ -34,6 +34,7 @@ from ..sampler import generate
 from .store import Store
 
 PEAK_LIMIT = 10 ** (-1 / 20)  # -1 dBFS
+MIN_SECONDS = 0.4  # one BS.1770 gating block
 SILENT_LUFS = -70.0  # BS.1770's absolute gate: quieter than this has no loudness to match
 REAL = "real_data"  # the name of the real-data condition
 
@@ -94,9 +95,9 @@ def build(out: Path, conditions: list[dict], *, mode: str, n_items: int, seconds
         raise AlreadyExists(f"{out} exists; give another test=<dir> or overwrite=true")
     if mode == "mushra" and not any(c["kind"] == "real" for c in conditions):
         raise ConfigError("mode=mushra needs the real data as its reference: add real=true")
-    if n_items < 1 or not seconds > 0:
-        raise ConfigError(f"n_items={n_items} seconds={seconds}: give at least one item of "
-                          "more than 0 seconds")
+    if n_items < 1 or not seconds >= MIN_SECONDS:
+        raise ConfigError(f"n_items={n_items} seconds={seconds}: give at least one item of at "
+                          f"least {MIN_SECONDS} s (BS.1770 measures loudness in 0.4-s blocks)")
     audio, rate = _render(conditions, n_items, seconds, temperature, seed, device)
     audio, roles = _with_roles(audio, conditions, mode, rate, anchor_hz)
     meta = {"mode": mode, "token": secrets.token_urlsafe(18), "sample_rate": rate,
