@@ -26,7 +26,7 @@ import torchaudio.functional as AF
 import yaml
 
 from ..audio import AudioError, audio_info, pcm16_to_float, read_audio, write_wav
-from ..checkpoint import load_checkpoint, read_checkpoint
+from ..checkpoint import load_checkpoint
 from ..data import PreparedDataset
 from ..errors import AlreadyExists, BadFile, ConfigError, NotFound
 from ..quantization import dequantize
@@ -158,10 +158,10 @@ def _trials(mode: str, names: list[str], stimuli: list[dict], n_items: int):
 def _render(conditions: list[dict], n_items: int, seconds: float, temperature, seed: int,
             device: str) -> tuple[dict[str, list[np.ndarray]], int]:
     """Each condition's n_items clips, float [length] at one sample rate."""
-    audio, rates, first_data = {}, {}, None
+    audio, rates, models, first_data = {}, {}, {}, None
     for c in conditions:
         if c["kind"] == "checkpoint":
-            info = read_checkpoint(c["source"])
+            models[c["name"]], info = load_checkpoint(c["source"], torch.device(device))
             rates[c["name"]] = info.get("sample_rate") or 16000
             first_data = first_data or (info.get("dataset") or {}).get("path")
     for c in conditions:
@@ -182,7 +182,7 @@ def _render(conditions: list[dict], n_items: int, seconds: float, temperature, s
     for c in conditions:
         temp = temperature.get(c["name"], 1.0) if hasattr(temperature, "get") else temperature
         if c["kind"] == "checkpoint":
-            audio[c["name"]] = _generated(c["source"], n_items, length, float(temp), seed, device)
+            audio[c["name"]] = _generated(models[c["name"]], n_items, length, float(temp), seed)
         elif c["kind"] == "wavs":
             audio[c["name"]] = _wav_clips(Path(c["source"]), n_items, length, rate)
         else:
@@ -190,9 +190,7 @@ def _render(conditions: list[dict], n_items: int, seconds: float, temperature, s
     return audio, rate
 
 
-def _generated(checkpoint: str, n: int, length: int, temperature: float, seed: int,
-               device: str) -> list[np.ndarray]:
-    model, info = load_checkpoint(checkpoint, torch.device(device))
+def _generated(model, n: int, length: int, temperature: float, seed: int) -> list[np.ndarray]:
     cfg = model.config
     lb = model.lookback
     label = None

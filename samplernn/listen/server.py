@@ -36,6 +36,7 @@ def make_app(test_dir: Path) -> Flask:
     cookie = f"rater_{token[:6]}"
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["LISTEN_TOKEN"] = token
 
     @app.before_request
     def token_or_403():
@@ -160,7 +161,7 @@ def serve(test_dir: Path, host: str = "127.0.0.1", port: int = 8765, threads: in
     server = create_server(app, host=host, port=port, threads=threads)
     everywhere = host in ("0.0.0.0", "::", "")
     shown = "127.0.0.1" if everywhere else host
-    token = Store(Path(test_dir) / "listen.db").meta()["token"]
+    token = app.config["LISTEN_TOKEN"]
     lan = "; raters on the LAN: this machine's address in place of 127.0.0.1" if everywhere else ""
     announce(f"listening test {Path(test_dir).name}: open http://{shown}:{server.effective_port}"
              f"/t/{token}/ (one browser per rater{lan}; Ctrl-C stops, answers are kept)",
