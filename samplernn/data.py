@@ -1,12 +1,19 @@
 """Loading prepared datasets (see samplernn/prepare.py) for training and evaluation.
 
-Both loaders yield `Batch(codes, reset, mask, label, file)` chunks for truncated BPTT. A row walks one
+Both loaders yield `Batch(codes, reset, mask, label, file[, feats, phase])` chunks for truncated BPTT. A row walks one
 segment (training) or one whole file (evaluation) in consecutive chunks of `seq_len` targets.
 Chunk c of a row whose segment starts at source sample s holds the codes of source samples
 [s + c * seq_len - lookback, s + (c + 1) * seq_len): the first `lookback` codes are the
 model's context (the tail of the previous chunk), the last `seq_len` are the targets.
 Positions before s are silence (`silence_code`), so a segment's first sample is predicted
 from silence; `reset` says the row's hidden state must start from the initial state.
+
+With features (`features=<radius>`, a dataset prepared with features=logmel), each row also
+gets the normalised feature frames of its chunk: from `radius` frames before the frame
+holding the chunk's first target to `radius` after the one holding its last (silence's
+features beyond the file), and `phase`, where that first target lies in its frame. Runs then
+start at a file-relative multiple of `lookback` (training rounds its random starts down), so
+a top frame never straddles two feature frames.
 
 Training (`TrainStream`) is an infinite stream, deterministic in (seed, batch index), that can
 resume at any batch. Evaluation (`EvalStream`) covers a split exactly once, in manifest order,
@@ -35,6 +42,7 @@ from samplernn.audio import pcm16_to_float
 from samplernn.choices import Order, Protocol, Split, words
 from samplernn.commands import command
 from samplernn.errors import BadFile, ConfigError, NotFound, UserError
+from samplernn.features import FeatureSpec, Normaliser, silence, window
 from samplernn.interrupt import STOP_SIGNALS
 from samplernn.quantization import quantize
 
@@ -74,6 +82,42 @@ class PreparedDataset:
         self._check_files(manifest_path)
         self.labels: list[str] = list(self.manifest.get("labels") or [])
         self._check_labels(manifest_path)
+        self.feature_info: dict | None = self.manifest.get("features")
+        self._features = None
+        if self.feature_info:
+            self._features = self._open_features()
+
+    def _open_features(self) -> np.ndarray:
+        """features.npy, float32 [frames, n_mels], checked against the manifest."""
+        path, info = self.path / "features.npy", self.feature_info
+        try:
+            spec = FeatureSpec.from_dict({**info, "sample_rate": self.sample_rate})
+            Normaliser(info)
+            feats = np.load(path, mmap_mode="r")
+            ok = feats.dtype == np.float32 and feats.shape == (info["n_frames"], spec.n_mels)
+            ok = ok and all(0 <= f["feature_offset"]
+                            and f["n_frames"] == spec.n_frames(f["n_samples"])
+                            and f["feature_offset"] + f["n_frames"] <= len(feats)
+                            for f in self.manifest["files"])
+        except (ValueError, OSError, EOFError, KeyError, TypeError, UserError) as err:
+            raise BadFile(f"{path} or the manifest's features cannot be read "
+                          f"({' '.join(str(err).split())}); {self._hint}") from None
+        if not ok:
+            raise BadFile(f"{path} does not hold the features the manifest describes "
+                          f"({feats.dtype} {feats.shape}); {self._hint}")
+        return feats
+
+    @property
+    def features(self) -> np.ndarray | None:
+        """float32 memmap [frames, n_mels] (raw log-mel) or None without features."""
+        if self.feature_info and self._features is None:  # a worker's pickled copy
+            self._features = self._open_features()
+        return self._features
+
+    def file_features(self, entry: dict) -> np.ndarray:
+        """One manifest file entry's raw feature frames [n_frames, n_mels] (a memmap view)."""
+        a = entry["feature_offset"]
+        return self.features[a:a + entry["n_frames"]]
 
     @property
     def _hint(self) -> str:
@@ -143,7 +187,7 @@ class PreparedDataset:
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
     def __getstate__(self) -> dict:      # worker processes re-open the memmap, never copy it
-        return {**self.__dict__, "_samples": None}
+        return {**self.__dict__, "_samples": None, "_features": None}
 
     def files(self, split: str) -> list[dict]:
         """Manifest entries (source, offset, n_samples, seconds, split, ...) of one split."""
@@ -167,12 +211,16 @@ class Batch(NamedTuple):
     mask:  BoolTensor [B, seq_len]; True where target codes[:, lookback + t] is a real sample.
     label: LongTensor [B]; each row's label index (0 for a dataset without labels).
     file:  LongTensor [B]; each row's file, as its index in the split's files (-1: none).
+    feats: FloatTensor [B, W + 2 * radius, n_mels] normalised feature frames, or None.
+    phase: LongTensor [B]: where each row's first target lies in its feature frame, or None.
     """
     codes: torch.Tensor
     reset: torch.Tensor
     mask: torch.Tensor
     label: torch.Tensor
     file: torch.Tensor
+    feats: torch.Tensor | None = None
+    phase: torch.Tensor | None = None
 
 
 def _check_sizes(batch_size: int, seq_len: int, lookback: int) -> None:
@@ -199,14 +247,44 @@ def eval_runs(files: list[dict], piece_samples: int | None,
 
 
 class _ChunkBuilder:
-    """Fills float rows from the memmap and quantizes them into a Batch."""
+    """Fills float rows from the memmap and quantizes them into a Batch; with features
+    (radius not None), fills each row's feature frames too."""
 
     def __init__(self, dataset: PreparedDataset, batch_size: int, seq_len: int, lookback: int,
-                 q_type: str, q_levels: int):
+                 q_type: str, q_levels: int, features: int | None = None):
         _check_sizes(batch_size, seq_len, lookback)
         quantize(torch.zeros(1), q_type, q_levels)          # fails early on a bad q_type
         self.dataset, self.B, self.T, self.L = dataset, batch_size, seq_len, lookback
         self.q_type, self.q_levels = q_type, q_levels
+        self.radius = features
+        if features is not None:
+            if not dataset.feature_info:
+                raise ConfigError(f"{dataset.path} has no features; prepare it with "
+                                  "features=logmel to train a model conditioned on them")
+            self.normalise = Normaliser(dataset.feature_info)
+            self.hop = int(dataset.feature_info["hop"])
+            if self.hop % lookback:
+                raise ConfigError(f"the features' hop ({self.hop}) is not a multiple of the "
+                                  f"top frame size {lookback}")
+            self.width = (seq_len + self.hop - 1) // self.hop + 1 + 2 * features
+
+    def new_features(self, rows: int | None = None):
+        """Empty (feats, phase) arrays, silence's features; (None, None) without features."""
+        if self.radius is None:
+            return None, None
+        rows = self.B if rows is None else rows
+        feats = np.broadcast_to(self.normalise.silence, (rows, self.width, len(self.normalise.mean)))
+        return feats.copy(), np.zeros(rows, np.int64)
+
+    def fill_features(self, feats: np.ndarray, phase: np.ndarray, row: int, entry: dict,
+                      start: int, chunk: int) -> None:
+        """Row `row` <- the feature frames of chunk `chunk` of a run starting at absolute
+        sample `start` in file `entry`."""
+        first = start - entry["offset"] + chunk * self.T      # file-relative first target
+        frame, phase[row] = divmod(first, self.hop)
+        raw = window(self.dataset.file_features(entry), frame - self.radius, self.width,
+                     silence(self.normalise.spec))
+        feats[row] = self.normalise(raw)
 
     def new(self, rows: int | None = None) -> tuple[np.ndarray, ...]:
         """Empty (wav, reset, mask, label, file) arrays for `rows` rows."""
@@ -226,10 +304,11 @@ class _ChunkBuilder:
         mask[row, :max(0, min(self.T, length - first_target))] = True
 
     def batch(self, wav: np.ndarray, reset: np.ndarray, mask: np.ndarray, label: np.ndarray,
-              file: np.ndarray) -> Batch:
+              file: np.ndarray, feats=None, phase=None) -> Batch:
         codes = quantize(torch.from_numpy(wav), self.q_type, self.q_levels)
+        extra = () if feats is None else (torch.from_numpy(feats), torch.from_numpy(phase))
         return Batch(codes, torch.from_numpy(reset), torch.from_numpy(mask),
-                     torch.from_numpy(label), torch.from_numpy(file))
+                     torch.from_numpy(label), torch.from_numpy(file), *extra)
 
 
 def _shard() -> tuple[int, int]:
@@ -281,8 +360,9 @@ class TrainStream(IterableDataset):
     def __init__(self, dataset: PreparedDataset, batch_size: int, seq_len: int, lookback: int,
                  segment_samples: int, q_type: str = "linear", q_levels: int = 256,
                  seed: int = 0, start_step: int = 0, order: str = "epoch",
-                 rows: tuple[int, int] | None = None):
-        self.builder = _ChunkBuilder(dataset, batch_size, seq_len, lookback, q_type, q_levels)
+                 rows: tuple[int, int] | None = None, features: int | None = None):
+        self.builder = _ChunkBuilder(dataset, batch_size, seq_len, lookback, q_type, q_levels,
+                                     features)
         self.rows = range(*(rows or (0, batch_size)))
         if not self.rows or self.rows.start < 0 or self.rows.stop > batch_size:
             raise ConfigError(f"rows={rows} is not a part of a batch of {batch_size} rows")
@@ -303,6 +383,8 @@ class TrainStream(IterableDataset):
         self.offsets = np.array([r[0] for r in runs], np.int64)
         self.lengths = np.array([r[1] for r in runs], np.int64)
         self.files = np.array([r[2] for r in runs], np.int64)
+        self.entries = files
+        self.file_offsets = np.array([files[r[2]]["offset"] for r in runs], np.int64)
         self.labels = np.array([dataset.label_index(files[r[2]]) for r in runs], np.int64)
         self.cdf = np.cumsum(self.lengths) / self.lengths.sum()
         self.segment_samples, self.seed, self.start_step = int(segment_samples), seed, start_step
@@ -341,7 +423,10 @@ class TrainStream(IterableDataset):
         i = self._pieces(row, n)
         length = np.minimum(self.segment_samples, self.lengths[i]) // T * T
         start = (_uniform(self.seed, row, n, 1) * (self.lengths[i] - length + 1)).astype(np.int64)
-        return self.offsets[i] + start, length // T, i
+        start = self.offsets[i] + start
+        if self.builder.radius is not None:  # a file-relative multiple of the top frame size
+            start -= (start - self.file_offsets[i]) % self.builder.L
+        return start, length // T, i
 
     def _locate(self, k: int) -> list[list[int]]:
         """Per row of self.rows [segment n, its first batch index, start, n_chunks, piece] for
@@ -370,6 +455,7 @@ class TrainStream(IterableDataset):
 
     def _batch(self, k: int, cursors: list) -> Batch:
         wav, reset, mask, label, file = self.builder.new(len(self.rows))
+        feats, phase = self.builder.new_features(len(self.rows))
         for i, (row, cursor) in enumerate(zip(self.rows, cursors)):
             while k >= cursor[1] + cursor[3]:            # on to the row's next segment
                 cursor[1] += cursor[3]
@@ -380,7 +466,10 @@ class TrainStream(IterableDataset):
             self.builder.fill(wav, mask, i, cursor[2], cursor[3] * self.builder.T, chunk)
             reset[i] = chunk == 0
             label[i], file[i] = self.labels[cursor[4]], self.files[cursor[4]]
-        return self.builder.batch(wav, reset, mask, label, file)
+            if feats is not None:
+                self.builder.fill_features(feats, phase, i, self.entries[file[i]], cursor[2],
+                                           chunk)
+        return self.builder.batch(wav, reset, mask, label, file, feats, phase)
 
     def batch_at(self, k: int) -> Batch:
         """Batch number k, computed from scratch (what iteration yields at position k)."""
@@ -409,9 +498,16 @@ class EvalStream(IterableDataset):
 
     def __init__(self, dataset: PreparedDataset, split: str, batch_size: int, seq_len: int,
                  lookback: int, q_type: str = "linear", q_levels: int = 256,
-                 piece_samples: int | None = None, shard: tuple[int, int] = (0, 1)):
-        self.builder = _ChunkBuilder(dataset, batch_size, seq_len, lookback, q_type, q_levels)
+                 piece_samples: int | None = None, shard: tuple[int, int] = (0, 1),
+                 features: int | None = None):
+        self.builder = _ChunkBuilder(dataset, batch_size, seq_len, lookback, q_type, q_levels,
+                                     features)
         files = dataset.files(split)
+        if features is not None and piece_samples and piece_samples % lookback:
+            raise ConfigError(f"pieces of {piece_samples} samples do not start on whole top "
+                              f"frames of {lookback}; a model with features needs pieces of a "
+                              "multiple of its top frame size")
+        self.entries = files
         if not files:
             raise ConfigError(f"split {split!r} of {dataset.path} has no files; prepare it with "
                               f"{split}_fraction > 0")
@@ -436,6 +532,7 @@ class EvalStream(IterableDataset):
         position = [0] * self.builder.B
         for k in range(worker, self.n_batches, n_workers):
             wav, reset, mask, label, file = self.builder.new()
+            feats, phase = self.builder.new_features()
             for row, runs in enumerate(self.plan):
                 while position[row] < len(runs) and k >= sum(runs[position[row]][1:]):
                     position[row] += 1                      # that file is done
@@ -447,7 +544,10 @@ class EvalStream(IterableDataset):
                 label[row] = self.labels[file[row]]
                 self.builder.fill(wav, mask, row, offset, n_samples, k - first)
                 reset[row] = k == first
-            yield self.builder.batch(wav, reset, mask, label, file)
+                if feats is not None:
+                    self.builder.fill_features(feats, phase, row, self.entries[file[row]],
+                                               offset, k - first)
+            yield self.builder.batch(wav, reset, mask, label, file, feats, phase)
 
 
 def _leave_signals_to_the_main_process(worker_id: int) -> None:
@@ -514,11 +614,12 @@ def train_loader(dataset: PreparedDataset, batch_size: int, seq_len: int, lookba
                  segment_samples: int, q_type: str = "linear", q_levels: int = 256,
                  seed: int = 0, start_step: int = 0, num_workers: int = 1,
                  order: str = "epoch", rows: tuple[int, int] | None = None,
-                 pin_memory: bool = False) -> DataLoader:
+                 pin_memory: bool = False, features: int | None = None) -> DataLoader:
     """DataLoader over a TrainStream; batch order is the same for any num_workers.
-    pin_memory: page-locked batches, for non-blocking copies to a GPU."""
+    pin_memory: page-locked batches, for non-blocking copies to a GPU. features: the feature
+    stack's radius, for a model conditioned on features (None: no features)."""
     stream = TrainStream(dataset, batch_size, seq_len, lookback, segment_samples, q_type,
-                         q_levels, seed, start_step, order, rows)
+                         q_levels, seed, start_step, order, rows, features)
     return DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
                       worker_init_fn=_leave_signals_to_the_main_process)
 
@@ -526,8 +627,9 @@ def train_loader(dataset: PreparedDataset, batch_size: int, seq_len: int, lookba
 def eval_loader(dataset: PreparedDataset, split: str, batch_size: int, seq_len: int,
                 lookback: int, q_type: str = "linear", q_levels: int = 256,
                 num_workers: int = 0, piece_samples: int | None = None,
-                shard: tuple[int, int] = (0, 1)) -> DataLoader:
-    """DataLoader over an EvalStream; len() is the number of batches."""
+                shard: tuple[int, int] = (0, 1), features: int | None = None) -> DataLoader:
+    """DataLoader over an EvalStream; len() is the number of batches. features: as
+    train_loader's."""
     stream = EvalStream(dataset, split, batch_size, seq_len, lookback, q_type, q_levels,
-                        piece_samples, shard)
+                        piece_samples, shard, features)
     return DataLoader(stream, batch_size=None, num_workers=num_workers)

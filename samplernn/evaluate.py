@@ -78,7 +78,8 @@ def evaluate_nll(model: SampleRNN, dataset: PreparedDataset, split: str, batch_s
     if piece:  # chunks no longer than a piece
         seq_len = min(seq_len, -(-piece // model.lookback) * model.lookback)
     loader = eval_loader(dataset, split, batch_size, seq_len, model.lookback, cfg.q_type,
-                         cfg.q_levels, piece_samples=piece, shard=shard)
+                         cfg.q_levels, piece_samples=piece, shard=shard,
+                         features=cfg.feature_radius if cfg.has_features else None)
     n_batches = int(world.max(len(loader))[0])  # every process asks should_stop as often
     batches = iter(loader)
     bar = tqdm(range(n_batches), desc=f"{split} NLL", unit="batch", leave=False,
@@ -100,9 +101,12 @@ def evaluate_nll(model: SampleRNN, dataset: PreparedDataset, split: str, batch_s
         if cfg.conditioned:
             label = batch.label if as_label is None else torch.full_like(batch.label, as_label)
             label = label[busy].to(device)
+        feats = phase = None
+        if cfg.has_features:
+            feats, phase = batch.feats[busy].to(device), batch.phase[busy].to(device)
         busy = busy.to(device)
         with autocast(device, precision):
-            logits, state = model(codes, [h[:, busy] for h in hidden], label)
+            logits, state = model(codes, [h[:, busy] for h in hidden], label, feats, phase)
         hidden = [h.index_copy(1, busy, s.to(h.dtype)) for h, s in zip(hidden, state)]
         targets = codes[:, model.lookback:]
         total += nll_bits(logits, targets, mask, reduction="sum").double()

@@ -5,7 +5,10 @@ python scripts/generate.py checkpoint=<path> num_samples=4 seconds=10 temperatur
 Each file is 16-bit PCM at the model's sample rate with a JSON sidecar saying
 how it was made. A conditioned model makes num_samples files per label (every label, or
 `label=a` / `label=[a,b]`: <label>_t<T>_<i>.wav), or num_samples of a mix of label
-embeddings (`label_mix=[a:0.7,b:0.3]`: mix_t<T>_<i>.wav). Memory stays constant however
+embeddings (`label_mix=[a:0.7,b:0.3]`: mix_t<T>_<i>.wav). A model with features (a vocoder)
+makes num_samples files from each features file (`features=<audio file>`: copy synthesis, of
+that file's length; or a .npy/.npz of log-mel frames): <file stem>_t<T>_<i>.wav; `seconds` is
+then the features' length. Memory stays constant however
 long the output; an interrupted run leaves no file under a final name.
 """
 
@@ -24,6 +27,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from tqdm import tqdm
 
+from . import features as featuring
 from . import labels as labelling
 from .audio import AudioError, WavStreamWriter, iter_audio_blocks
 from .checkpoint import load_checkpoint
@@ -78,11 +82,31 @@ class Stream(NamedTuple):
     index: int
     label: str | dict | None
     value: int | list | None
+    features: str | None = None
 
 
-def streams(cfg: DictConfig, names: list[str], conditioned: bool) -> list[Stream]:
+def streams(cfg: DictConfig, names: list[str], conditioned: bool,
+            has_features: bool = False) -> list[Stream]:
     """The files to generate: num_samples per label asked for (all of them by default), or
-    of one mix; for a model without labels, num_samples plain ones."""
+    of one mix; for a model without labels, num_samples plain ones. With features, those
+    for each features file."""
+    given = cfg.get("features")
+    if given is None and has_features:
+        raise ConfigError(f"{cfg.checkpoint} is conditioned on features (a vocoder); give "
+                          "features=<audio file> (copy synthesis) or features=<.npy/.npz>, "
+                          "or a list of them")
+    if given is not None and not has_features:
+        raise ConfigError(f"features=: {cfg.checkpoint} was trained without features; drop "
+                          "features=")
+    plain = _streams(cfg, names, conditioned)
+    if given is None:
+        return plain
+    files = [str(f) for f in given] if isinstance(given, (list, tuple, ListConfig)) else [str(given)]
+    return [s._replace(prefix=_file_safe(Path(f).stem) + "_" + s.prefix, features=f)
+            for f in files for s in plain]
+
+
+def _streams(cfg: DictConfig, names: list[str], conditioned: bool) -> list[Stream]:
     n, asked, mix = cfg.num_samples, cfg.get("label"), cfg.get("label_mix")
     if not conditioned:
         if asked is not None or mix:
@@ -161,7 +185,15 @@ def run(cfg: DictConfig) -> list[Path]:
     if cfg.prime:
         prime = load_prime(cfg.prime, cfg.prime_seconds, rate, mc.q_type, mc.q_levels)
     names = labelling.of_checkpoint(info)
-    jobs = streams(cfg, names, mc.conditioned)
+    jobs = streams(cfg, names, mc.conditioned, mc.has_features)
+    made = None
+    if mc.has_features:  # each file's raw frames and the length of its output
+        if prime is not None:
+            raise ConfigError("prime= with features= is not supported: the features say what "
+                              "to generate from the first sample; drop prime=")
+        record = (info.get("dataset") or {})["features"]
+        made = {f: featuring.load(f, record, record["data_options"])
+                for f in dict.fromkeys(s.features for s in jobs)}
     length = int(round(cfg.seconds * rate))
     if length < 1:
         raise ConfigError(f"seconds={cfg.seconds} is less than one sample at {rate} Hz; give "
@@ -172,7 +204,7 @@ def run(cfg: DictConfig) -> list[Path]:
         try:
             with abort_on_signals():  # SIGTERM & co. unwind like Ctrl-C: no .partial file stays
                 _generate(cfg, model, info, device, temps, prime, length, block, rate, out_dir,
-                          jobs, written, started)
+                          jobs, written, started, made)
         except (KeyboardInterrupt, Stopped) as stop:
             print(f"stopped: {len(written)} finished files in {out_dir}, nothing half-written",
                   file=sys.stderr, flush=True)
@@ -183,12 +215,15 @@ def run(cfg: DictConfig) -> list[Path]:
 
 
 def _generate(cfg, model, info, device, temps, prime, length, block, rate, out_dir, jobs,
-              written, started):
+              written, started, made=None):
     """Every temperature's files, batch by batch; `written` grows as files are finished,
-    `started` once the first sampler is built."""
+    `started` once the first sampler is built. made: with features, per features file its
+    raw frames and its output's length."""
     mc = model.config
+    normaliser = featuring.Normaliser(info["dataset"]["features"]) if made else None
+    total = sum(made[s.features][1] for s in jobs) if made else length * len(jobs)
     for temp in temps:
-        bar = tqdm(total=length * len(jobs), unit="sample", unit_scale=True,
+        bar = tqdm(total=total, unit="sample", unit_scale=True,
                    desc=f"temperature {temp:g}", dynamic_ncols=True,
                    disable=not sys.stderr.isatty())  # a bar only on a terminal, never in logs
         for first in range(0, len(jobs), cfg.batch_size):
@@ -197,19 +232,25 @@ def _generate(cfg, model, info, device, temps, prime, length, block, rate, out_d
             seed = cfg.seed + first
             paths = [out_dir / f"{s.prefix}t{temp:g}_{s.index:03d}.wav" for s in batch]
             label = None if batch[0].value is None else torch.tensor([s.value for s in batch])
+            feats, lengths = None, [length] * n
+            if made:
+                feats = featuring.for_model([made[s.features][0] for s in batch], normaliser,
+                                            mc.feature_radius)
+                lengths = [made[s.features][1] for s in batch]
             t0 = time.perf_counter()
             with contextlib.ExitStack() as stack, torch.inference_mode():
                 sampler = Sampler(model, n, temp, seed=seed, prime=prime,
                                   backend=cfg.get("backend"), threads=cfg.get("threads"),
                                   precision=cfg.precision, graph_samples=cfg.graph_samples,
-                                  persistent=cfg.persistent, label=label)
+                                  persistent=cfg.persistent, label=label, features=feats)
                 started.append(True)
                 writers = [stack.enter_context(WavStreamWriter(p, rate)) for p in paths]
-                for codes in sampler.stream(length, block):
+                for codes in sampler.stream(max(lengths), block):
                     wav = dequantize(codes.cpu(), mc.q_type, mc.q_levels).numpy()
-                    for writer, row in zip(writers, wav):
+                    for writer, row, want in zip(writers, wav, lengths):
+                        row = row[:max(0, want - writer.n_samples)]
                         writer.write(row)
-                    bar.update(codes.numel())
+                        bar.update(len(row))
                     speed = writers[0].n_samples / max(time.perf_counter() - t0, 1e-9)
                     bar.set_postfix(realtime=f"{speed / rate:.2f}x", streams=n)
             speed = length / max(time.perf_counter() - t0, 1e-9)
@@ -218,13 +259,15 @@ def _generate(cfg, model, info, device, temps, prime, length, block, rate, out_d
                            "temperature": temp, "seed": seed, "index_in_batch": k,
                            "prime": str(cfg.prime) if cfg.prime else None,
                            "prime_seconds": cfg.prime_seconds if cfg.prime else None,
-                           "seconds": length / rate, "sample_rate": rate,
+                           "seconds": lengths[k] / rate, "sample_rate": rate,
                            "gen_samples_per_s": speed, "realtime_factor": speed / rate,
                            "batch_size": n, "device": str(device), "backend": sampler.backend,
                            "precision": sampler.precision, "persistent": sampler.persistent}
                 if batch[k].label is not None:
                     sidecar["label_mix" if isinstance(batch[k].label, dict) else "label"] = \
                         batch[k].label
+                if batch[k].features is not None:
+                    sidecar["features"] = batch[k].features
                 path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
             written += paths
         bar.close()

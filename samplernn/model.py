@@ -147,13 +147,14 @@ class FrameTier(nn.Module):
     def forward(self, frames: torch.Tensor, cond: torch.Tensor | None, hidden: torch.Tensor,
                 label: torch.Tensor | None = None):
         """frames [B, N, frame_size] float, cond [B, N, dim] or None (top tier), hidden as
-        initial_hidden, label [B, n_in] or None: what the label adds to the RNN input.
+        initial_hidden, label [B, n_in] (the same every frame: a label) or [B, N, n_in] (per
+        frame: label and features) or None: what the conditioning adds to the RNN input.
         Returns (out [B, N * ratio, dim], hidden)."""
         x0 = frames if self.input is None else self.input(frames)
         if cond is not None:
             x0 = x0 + cond
         if label is not None:
-            x0 = x0 + label[:, None]
+            x0 = x0 + (label if label.dim() == 3 else label[:, None])
         n = len(self.rnns)
         x, outputs, states = x0, [], []
         for layer, rnn in enumerate(self.rnns):
@@ -247,6 +248,41 @@ class LabelEmbedding(nn.Module):
         return [linear(embedding) for linear in self.into]
 
 
+class FeatureStack(nn.Module):
+    """Local conditioning: feature frames [B, F + 2 * radius, n_features] -> per place it
+    enters, [B, F, width], one vector per feature frame (the frame's centre and `radius`
+    frames on each side: valid convolutions, so the caller gives the context). The
+    projections start at zero, as the labels' (a conditioned model starts as the
+    unconditioned one)."""
+
+    def __init__(self, config: SampleRNNConfig, widths: list[int]):
+        super().__init__()
+        d, k = config.feature_dim, config.feature_kernel
+        self.radius = config.feature_radius
+        self.convs = nn.ModuleList(nn.Conv1d(config.n_features if i == 0 else d, d, k)
+                                   for i in range(config.feature_layers))
+        self.into = nn.ModuleList(nn.Linear(d if self.convs else config.n_features, w)
+                                  for w in widths)
+        for conv in self.convs:
+            _uniform_std(conv.weight, math.sqrt(2.0 / (conv.in_channels * k)))  # He
+            nn.init.zeros_(conv.bias)
+        for linear in self.into:
+            _uniform_std(linear.weight, math.sqrt(1.0 / linear.in_features))
+            nn.init.zeros_(linear.bias)
+            if config.weight_norm:
+                _weight_normed(linear)
+                nn.init.zeros_(linear.parametrizations.weight.original0)
+            else:
+                nn.init.zeros_(linear.weight)
+
+    def forward(self, feats: torch.Tensor) -> list[torch.Tensor]:
+        x = feats.transpose(1, 2)
+        for conv in self.convs:
+            x = torch.relu(conv(x))
+        x = x.transpose(1, 2)
+        return [linear(x) for linear in self.into]
+
+
 class SampleRNN(nn.Module):
     """logits, hidden = model(codes, hidden).
 
@@ -255,7 +291,11 @@ class SampleRNN(nn.Module):
     from codes[:, :lookback + t] only. hidden is a list with one tensor per frame
     tier (bottom-up), each [n_state, B, dim]; None starts from the initial state. A
     conditioned model (config.conditioned) also takes `label`, LongTensor [B] or the
-    weights [B, n_labels] of a mix of label embeddings.
+    weights [B, n_labels] of a mix of label embeddings. A model with features
+    (config.has_features) takes `feats` [B, W + 2 * radius, n_features], the normalised
+    feature frames from `radius` before the one that holds the first target to `radius`
+    after the last (W frames), and `phase` LongTensor [B]: where the first target lies in
+    its frame (samples, a multiple of the top frame size; data.py makes both).
     """
 
     def __init__(self, config: SampleRNNConfig):
@@ -269,8 +309,23 @@ class SampleRNN(nn.Module):
         self.register_buffer("frame_values", frame_values(config), persistent=False)
         self.labels = None
         if config.conditioned:
-            self.labels = LabelEmbedding(config, [t.n_in for t in self.tiers] + [config.dim]
-                                         if config.label_into == "all" else [self.tiers[-1].n_in])
+            self.labels = LabelEmbedding(config, self._widths(config.label_into))
+        self.features = None
+        if config.has_features:
+            self.features = FeatureStack(config, self._widths(config.features_into))
+
+    def _widths(self, into) -> list[int]:
+        """The widths of the places conditioning enters: every tier's RNN input and the
+        sample level's (into="all"), or the top tier's alone."""
+        if into == "all":
+            return [t.n_in for t in self.tiers] + [self.config.dim]
+        return [self.tiers[-1].n_in]
+
+    def _places(self, vectors: list) -> list:
+        """One entry per place (tiers bottom-up, then the sample level), from the vectors
+        of the places a conditioning enters."""
+        n = len(self.tiers) + 1
+        return vectors if len(vectors) == n else [None] * (n - 2) + vectors + [None]
 
     def label_vectors(self, label: torch.Tensor | None) -> list:
         """What the label adds at each place: per tier (bottom-up) to its RNN input [B, n_in]
@@ -283,8 +338,41 @@ class SampleRNN(nn.Module):
         if label is None:
             raise ValueError(f"this model is conditioned on {self.config.n_labels} labels; "
                              "give each row's label")
-        vectors = self.labels.vectors(label)
-        return vectors if len(vectors) == n else [None] * (n - 2) + vectors + [None]
+        return self._places(self.labels.vectors(label))
+
+    def feature_vectors(self, feats: torch.Tensor | None) -> list:
+        """What the features add at each place, per feature frame: [B, F, width] or None,
+        from feats [B, F + 2 * radius, n_features] (generation precomputes them once)."""
+        n = len(self.tiers) + 1
+        if self.features is None:
+            if feats is not None:
+                raise ValueError("this model was trained without features; give feats=None")
+            return [None] * n
+        if feats is None:
+            raise ValueError(f"this model is conditioned on {self.config.n_features} feature "
+                             "bands; give the feature frames")
+        return self._places(self.features(feats))
+
+    def _conditioning(self, label, feats, phase, n_top: int) -> list:
+        """Per place what the label and the features add: [B, width] (a label alone, the
+        same every frame), [B, n_top, width] (per top frame) or None."""
+        labels = self.label_vectors(label)
+        if self.features is None and feats is None:
+            return labels
+        per_frame = self.feature_vectors(feats)
+        if phase is None:
+            raise ValueError("give phase with feats: where the first target lies in its frame")
+        hop, lb = self.config.feature_hop, self.lookback
+        phase = phase.to(feats.device).view(-1, 1)
+        index = (phase + torch.arange(n_top, device=feats.device) * lb) // hop  # [B, n_top]
+        out = []
+        for lab, vec in zip(labels, per_frame):
+            if vec is not None:
+                vec = torch.gather(vec, 1, index[:, :, None].expand(-1, -1, vec.shape[-1]))
+                if lab is not None:
+                    vec = vec + lab[:, None]
+            out.append(vec if vec is not None else lab)
+        return out
 
     @property
     def lookback(self) -> int:
@@ -302,21 +390,25 @@ class SampleRNN(nn.Module):
         return [torch.where(mask, h0, h) for h0, h in zip(initial, hidden)]
 
     def forward(self, codes: torch.Tensor, hidden: list[torch.Tensor] | None = None,
-                label: torch.Tensor | None = None):
-        vectors = self.label_vectors(label)
+                label: torch.Tensor | None = None, feats: torch.Tensor | None = None,
+                phase: torch.Tensor | None = None):
+        vectors = self._conditioning(label, feats, phase, codes.shape[1] // self.lookback - 1)
         cond, new_hidden = self._frame_tiers(codes, hidden, vectors)
         if vectors[-1] is not None:
-            cond = cond + vectors[-1][:, None]
+            v = vectors[-1]
+            cond = cond + (v[:, None] if v.dim() == 2 else v.repeat_interleave(self.lookback, 1))
         f = self.sample_mlp.frame_size
         lookback = self.lookback
         prev = codes[:, lookback - f:codes.shape[1] - 1].unfold(1, f, 1)  # [B, T, f]
         return self.sample_mlp(prev, cond), new_hidden
 
     def advance(self, codes: torch.Tensor, hidden: list[torch.Tensor] | None = None,
-                label: torch.Tensor | None = None):
+                label: torch.Tensor | None = None, feats: torch.Tensor | None = None,
+                phase: torch.Tensor | None = None):
         """The state after `codes` (as for forward) without predicting them: the frame tiers
         alone, a fraction of the cost. Warms the state on a prime."""
-        return self._frame_tiers(codes, hidden, self.label_vectors(label))[1]
+        vectors = self._conditioning(label, feats, phase, codes.shape[1] // self.lookback - 1)
+        return self._frame_tiers(codes, hidden, vectors)[1]
 
     def _frame_tiers(self, codes: torch.Tensor, hidden: list[torch.Tensor] | None,
                      vectors: list):
@@ -336,7 +428,10 @@ class SampleRNN(nn.Module):
             tier = self.tiers[k]
             f = tier.frame_size
             frames = values[:, lookback - f:lookback - f + t].reshape(b, t // f, f)
-            cond, new_hidden[k] = tier(frames, cond, hidden[k], vectors[k])
+            v = vectors[k]
+            if v is not None and v.dim() == 3 and f != lookback:  # per top frame -> per frame
+                v = v.repeat_interleave(lookback // f, 1)
+            cond, new_hidden[k] = tier(frames, cond, hidden[k], v)
         return cond, new_hidden
 
     def n_parameters(self) -> int:

@@ -38,6 +38,13 @@ class SampleRNNConfig:
     layer (label_into="all", the better at 600 and 1,200 steps in docs/conditioning.md), or
     the top tier's RNN input alone ("top"). n_labels = 0 is the paper's unconditional model,
     unchanged.
+
+    Local conditioning (beyond the paper; SampleRNN as a vocoder): with n_features > 0 (a
+    training run sets it and feature_hop from its dataset's features, samplernn/features.py),
+    a stack of feature_layers 1-D convolutions (feature_dim channels, kernel feature_kernel,
+    ReLU; it sees feature_radius frames before and after, since all features are known before
+    generation) over the feature frames, whose output at each top frame is projected and
+    added where labels are (features_into, as label_into). n_features = 0: no features.
     """
 
     frame_sizes: list[int] = field(default_factory=lambda: [2, 8])
@@ -57,6 +64,12 @@ class SampleRNNConfig:
     n_labels: int = 0
     label_dim: int = 64
     label_into: LabelInto = LabelInto.all
+    n_features: int = 0
+    feature_hop: int = 0
+    feature_dim: int = 256
+    feature_layers: int = 3
+    feature_kernel: int = 5
+    features_into: LabelInto = LabelInto.all
 
     def __post_init__(self):
         self.frame_sizes = [int(f) for f in self.frame_sizes]
@@ -78,14 +91,34 @@ class SampleRNNConfig:
         for name in ("dim", "n_rnn", "emb_dim"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name}={getattr(self, name)} must be at least 1")
-        for name in ("n_labels", "label_dim"):
+        for name in ("n_labels", "label_dim", "n_features", "feature_hop", "feature_dim",
+                     "feature_layers"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"model.{name}={getattr(self, name)} must be at least 0")
+        if self.feature_kernel < 1 or self.feature_kernel % 2 == 0:
+            raise ConfigError(f"model.feature_kernel={self.feature_kernel} must be odd "
+                              "(centred on its frame), e.g. 5")
+        top = self.frame_sizes[-1]
+        if self.has_features and self.feature_hop % top:
+            raise ConfigError(f"the features' hop ({self.feature_hop} samples) is not a multiple "
+                              f"of the top frame size {top} (model.frame_sizes="
+                              f"{self.frame_sizes}); prepare the data again with a mel_hop that "
+                              f"{top} divides, or change model.frame_sizes")
 
     @property
     def conditioned(self) -> bool:
         """Whether the model takes a label (labels in its data, and label_dim > 0)."""
         return self.n_labels > 0 and self.label_dim > 0
+
+    @property
+    def has_features(self) -> bool:
+        """Whether the model takes frame features (features in its data, feature_dim > 0)."""
+        return self.n_features > 0 and self.feature_dim > 0
+
+    @property
+    def feature_radius(self) -> int:
+        """Feature frames the stack sees on each side of the one it describes."""
+        return self.feature_layers * (self.feature_kernel // 2) if self.has_features else 0
 
     @property
     def n_tiers(self) -> int:

@@ -21,6 +21,10 @@ each `chunk_seconds` chunk of a file onto [-1, 1], the SampleRNN authors' protoc
 (adds a DC offset; use it only to compare with published numbers).
 Labels (`labels=folders` or a path,label file, samplernn/labels.py): each file's `label` and
 the vocabulary `labels` in the manifest, minutes per label and split in `label_splits`.
+Features (`features=logmel`, samplernn/features.py): features.npy, float32 [frames, n_mels],
+every file's log-mel frames concatenated (its `feature_offset` and `n_frames` in the
+manifest), computed from the stored samples; the spec and the train split's per-band mean
+and standard deviation in the manifest's `features`.
 Splits are by file (seeded permutation, counts rounded from the fractions, at least one
 file for each split with a fraction > 0); when there are too few files for that, every
 file is cut into contiguous time blocks and the blocks are split instead.
@@ -45,12 +49,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from samplernn.audio import AudioError, audio_info, float_to_pcm16, iter_audio_blocks
+from samplernn.audio import (AudioError, audio_info, float_to_pcm16, iter_audio_blocks,
+                             pcm16_to_float)
 from samplernn.choices import Normalize, words
 from samplernn.commands import command
 from samplernn.data import MANIFEST_VERSION, SPLITS  # the reader's format: one definition
 from samplernn.errors import (AlreadyExists, BadFile, ConfigError, NotFound, check_int,
                              check_number)
+from samplernn import features as featuring
 from samplernn import labels as labelling
 from samplernn.interrupt import STOP_SIGNALS, Stopped, abort_on_signals, signal_name
 from samplernn.lock import DirLock, readers
@@ -132,14 +138,33 @@ def _to_pcm16(f32_path: Path, pcm_path: Path, n: int, peak: float, opts: dict) -
     step = chunk if mode == "minmax" else _BLOCK
     with open(pcm_path, "wb") as out:
         for a in range(0, n, step):
-            y = np.clip(np.asarray(x[a:a + step], dtype=np.float32), -1.0, 1.0)
-            if mode == "peak":
-                y = y * np.float32(PEAK_LEVEL / peak)
-            elif mode == "minmax":
-                lo, hi = float(y.min()), float(y.max())
-                y = (y - lo) * np.float32(2.0 / (hi - lo)) - 1 if hi > lo else np.zeros_like(y)
+            y = normalised(np.asarray(x[a:a + step], dtype=np.float32), mode, peak)
             out.write(float_to_pcm16(y).astype("<i2").tobytes())
     del x
+
+
+def normalised(y: np.ndarray, mode: str, peak: float) -> np.ndarray:
+    """One block of decoded audio as prepare stores it (before 16 bits): clipped to +-1,
+    then scaled (peak: by PEAK_LEVEL / the clipped file's peak) or, for minmax, the block
+    (one chunk) mapped onto [-1, 1]."""
+    y = np.clip(y, -1.0, 1.0)
+    if mode == "peak":
+        return y * np.float32(PEAK_LEVEL / peak)
+    if mode == "minmax":
+        lo, hi = float(y.min()), float(y.max())
+        return (y - lo) * np.float32(2.0 / (hi - lo)) - 1 if hi > lo else np.zeros_like(y)
+    return y
+
+
+def as_stored(wav: np.ndarray, opts: dict) -> np.ndarray:
+    """A whole decoded file as a dataset prepared with `opts` holds it, float32 (what its
+    features are computed from; generation's features of a user file)."""
+    mode = opts.get("normalize", "none")
+    chunk = max(1, round(opts.get("chunk_seconds", 8.0) * opts["sample_rate"]))
+    peak = float(np.abs(np.clip(wav, -1.0, 1.0)).max(initial=0.0)) or 1.0
+    step = chunk if mode == "minmax" else max(len(wav), 1)
+    blocks = [normalised(wav[a:a + step], mode, peak) for a in range(0, len(wav), step)]
+    return pcm16_to_float(float_to_pcm16(np.concatenate(blocks) if blocks else wav))
 
 
 def _decode_file(index: int, path: Path, part: Path, opts: dict) -> dict:
@@ -392,7 +417,7 @@ def _unchanged(manifest: dict, options: dict, found: list[tuple[str, Path]]) -> 
     """True when the manifest was made with these data options from these exact inputs
     (same relative paths and content; files whose size and mtime match are not re-hashed)."""
     if any(manifest["options"].get(k) != options.get(k)
-           for k in DATA_OPTIONS + labelling.OPTIONS):
+           for k in DATA_OPTIONS + labelling.OPTIONS + ("features",)):
         return False
     old = {i["source"]: i for i in manifest.get("inputs", [])}
     if set(old) != {rel for rel, _ in found}:
@@ -422,6 +447,11 @@ def _print_summary(manifest: dict, report: dict, out_dir: Path) -> None:
         print(f"  label {label}: " + " | ".join(parts) + (
             " (too few files to give every split one: they were cut into time blocks)"
             if blocks else ""))
+    if manifest.get("features"):
+        spec = featuring.FeatureSpec.from_dict({**manifest["features"],
+                                                "sample_rate": manifest["sample_rate"]})
+        print(f"  features: {spec.describe()}; {manifest['features']['n_frames']} frames in "
+              f"{out_dir / 'features.npy'}, normalised by the train split's statistics")
     if report["n_skipped"]:
         counts = ", ".join(f"{r} {n}" for r, n in report["counts"].items())
         print(f"  skipped {report['n_skipped']}: {counts} (details in {out_dir / 'report.json'})")
@@ -458,12 +488,14 @@ def _check_not_in_use(out_dir: Path) -> None:
 def prepare(source, out_dir, sample_rate: int = 16000, normalize: str = "none",
             valid_fraction: float = 0.05, test_fraction: float = 0.05, seed: int = 0,
             min_seconds: float = 0.5, overwrite: bool = False, num_workers: int | None = None,
-            chunk_seconds: float = 8.0, silence_db: float = -60.0, labels=None) -> dict:
+            chunk_seconds: float = 8.0, silence_db: float = -60.0, labels=None,
+            features: str | None = None, mel: dict | None = None) -> dict:
     """Prepare every usable audio file under `source` into `out_dir`; returns the manifest.
 
     num_workers: decoding processes (None = one per CPU core, 0 = decode in this process).
     labels: None, "folders" or a .csv/.tsv file of path,label rows (samplernn/labels.py);
-    the split is then stratified by label.
+    the split is then stratified by label. features: None or "logmel", made as `mel` says
+    (FeatureSpec's n_mels, hop, win, n_fft, f_min, f_max).
     A re-run with the same inputs and data options returns the existing manifest untouched;
     different ones need overwrite=True. Raises ValueError when no file is usable.
     """
@@ -475,6 +507,10 @@ def prepare(source, out_dir, sample_rate: int = 16000, normalize: str = "none",
             "chunk_seconds": float(chunk_seconds), "silence_db": float(silence_db)}
     _check_options(source, opts)
     opts.update(labelling.spec_options(labels, Path.cwd()))
+    if features:  # none: the manifest of data without features is as it was before them
+        spec = featuring.FeatureSpec(sample_rate=opts["sample_rate"], kind=str(features),
+                                     **{k: v for k, v in (mel or {}).items() if v is not None})
+        opts["features"] = {k: v for k, v in spec.to_dict().items() if k != "sample_rate"}
     with DirLock(out_dir, "prepare", beside=True):  # one prepare per out_dir at a time
         return _prepare(source, out_dir, opts, overwrite, num_workers, t0)
 
@@ -546,6 +582,7 @@ def _prepare(source: Path, out_dir: Path, opts: dict, overwrite: bool, num_worke
         n_total = _write_samples(tmp / "samples.npy",
                                  [(tmp / f"{r['index']:07d}.i16", r["n_samples"]) for r in kept])
         files, split_mode = _assign_splits(kept, opts)
+        feature_info = _write_features(tmp, files, opts)
         manifest = {
             "version": MANIFEST_VERSION, "name": out_dir.name, "sample_rate": opts["sample_rate"],
             "n_samples": n_total, "sample_format": "int16, wav = samples / 32768",
@@ -555,6 +592,7 @@ def _prepare(source: Path, out_dir: Path, opts: dict, overwrite: bool, num_worke
             **({"labels": vocabulary,
                 "label_splits": _label_totals(files, vocabulary, opts["sample_rate"])}
                if vocabulary is not None else {}),
+            **({"features": feature_info} if feature_info else {}),
             "inputs": [{k: r.get(k) for k in ("source", "bytes", "mtime_ns", "sha256")}
                        for r in recs],
         }
@@ -572,6 +610,30 @@ def _prepare(source: Path, out_dir: Path, opts: dict, overwrite: bool, num_worke
         shutil.rmtree(tmp, ignore_errors=True)
     _print_summary(manifest, report, out_dir)
     return manifest
+
+
+def _write_features(tmp: Path, files: list[dict], opts: dict) -> dict | None:
+    """features.npy from the stored samples of each file entry (each gets its
+    feature_offset and n_frames); -> the manifest's `features`: the spec, the train
+    split's per-band mean and std, the frame count. None without features=."""
+    if not opts.get("features"):
+        return None
+    spec = featuring.FeatureSpec(sample_rate=opts["sample_rate"], **opts["features"])
+    samples = np.load(tmp / "samples.npy", mmap_mode="r")
+    frames, offset = [], 0
+    for f in files:
+        wav = samples[f["offset"]:f["offset"] + f["n_samples"]].astype(np.float32) / 32768.0
+        frames.append(featuring.logmel(wav, spec))
+        f["feature_offset"], f["n_frames"] = offset, len(frames[-1])
+        offset += len(frames[-1])
+    mean, std = featuring.statistics([x for x, f in zip(frames, files) if f["split"] == "train"])
+    out = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=np.float32,
+                                    shape=(offset, spec.n_mels))
+    for x, f in zip(frames, files):
+        out[f["feature_offset"]:f["feature_offset"] + len(x)] = x
+    out.flush()
+    del out
+    return {**spec.to_dict(), "n_frames": offset, "mean": mean.tolist(), "std": std.tolist()}
 
 
 def _labels_spec(labels, base: Path):
@@ -606,7 +668,10 @@ def run(cfg) -> dict:
                                seed=cfg.seed, min_seconds=cfg.min_seconds,
                                overwrite=cfg.overwrite, num_workers=cfg.num_workers,
                                chunk_seconds=cfg.chunk_seconds, silence_db=cfg.silence_db,
-                               labels=_labels_spec(cfg.get("labels"), base))
+                               labels=_labels_spec(cfg.get("labels"), base),
+                               features=cfg.get("features"),
+                               mel={"n_mels": cfg.get("mel_bands"), "hop": cfg.get("mel_hop"),
+                                    "win": cfg.get("mel_win"), "n_fft": cfg.get("mel_n_fft")})
     except (KeyboardInterrupt, Stopped) as stop:
         name = "SIGINT" if isinstance(stop, KeyboardInterrupt) else signal_name(stop.signum)
         state = "as it was" if (out_dir / "manifest.json").exists() else "not written"

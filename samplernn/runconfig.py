@@ -24,7 +24,8 @@ MUTABLE_ON_RESUME = ("train.max_steps", "train.max_minutes", "train.log_every",
                      "dataset.path", "dataset.num_workers")
 # What the run sets from its data (the manifest's name, whether it is the built-in data, how
 # many labels it has), whatever the command said: never a change.
-FROM_THE_DATA = ("dataset.name", "dataset.builtin", "model.n_labels")
+FROM_THE_DATA = ("dataset.name", "dataset.builtin", "model.n_labels", "model.n_features",
+                 "model.feature_hop")
 # Config groups whose files may set any key (package _global_): naming one names everything.
 _GLOBAL_GROUPS = ("experiment", "debug", "variant")
 _ABSENT = object()

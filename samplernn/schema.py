@@ -131,6 +131,7 @@ class GenerateConfig:
     threads: Optional[int] = None
     label: Any = None  # a label's name, or a list of them
     label_mix: Any = None  # [a:0.7,b:0.3] (or the string "a:0.7,b:0.3")
+    features: Any = None  # an audio file, .npy or .npz, or a list of them
 
 
 @dataclass
@@ -149,6 +150,11 @@ class PrepareConfig:
     overwrite: bool = False
     num_workers: Optional[int] = None
     labels: Optional[str] = None
+    features: Optional[str] = None
+    mel_bands: int = 80
+    mel_hop: int = 160
+    mel_win: int = 640
+    mel_n_fft: int = 1024
 
 
 @dataclass

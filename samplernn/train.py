@@ -35,6 +35,7 @@ import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
@@ -182,7 +183,8 @@ class Training:
             self.dataset, t_cfg.batch_size, t_cfg.seq_len, self.model.lookback,
             max(segment, t_cfg.seq_len), self.model_cfg.q_type, self.model_cfg.q_levels,
             seed=cfg.seed, start_step=self.step, num_workers=cfg.dataset.num_workers,
-            order=t_cfg.order, rows=self.rows, pin_memory=self.device.type == "cuda")
+            order=t_cfg.order, rows=self.rows, pin_memory=self.device.type == "cuda",
+            features=self.model_cfg.feature_radius if self.model_cfg.has_features else None)
         self._open_run_dir(resume_from, state["wandb_id"] if state is not None else None)
 
     def _check_data(self, state: dict | None) -> None:
@@ -196,20 +198,41 @@ class Training:
                           f"({trained_on['path']}, its manifest differs); point dataset.path at "
                           "that data, or start a new run")
         self.data_info = {"path": str(self.dataset.path.resolve()), "name": self.dataset.name,
-                          "fingerprint": self.dataset.fingerprint, "labels": self.dataset.labels}
+                          "fingerprint": self.dataset.fingerprint, "labels": self.dataset.labels,
+                          **({"features": self._feature_record()}
+                             if self.dataset.feature_info else {})}
         # the run records where its data are and what they are called (their manifest's name:
         # dataset.path=data/mine is "mine", whatever dataset preset the command started from)
         self.cfg.dataset.path = self.data_info["path"]
         self.cfg.dataset.name = self.dataset.name
         self.cfg.dataset.builtin = self.dataset.path.resolve() == DEFAULT_PATH.resolve()
-        self._labels_from_the_data()
+        self._conditioning_from_the_data()
 
-    def _labels_from_the_data(self) -> None:
+    def _feature_record(self) -> dict:
+        """What generation needs to make features of any file as the data's were made:
+        the spec, the statistics and how the audio was normalised."""
+        options = self.dataset.manifest.get("options", {})
+        return {**self.dataset.feature_info, "sample_rate": self.dataset.sample_rate,
+                "data_options": {"normalize": options.get("normalize", "none"),
+                                 "chunk_seconds": options.get("chunk_seconds", 8.0)}}
+
+    def _conditioning_from_the_data(self) -> None:
         """A dataset with labels conditions the model on them (model.n_labels), unless
-        model.label_dim=0 says to train without them."""
+        model.label_dim=0 says to train without them; one with features on those
+        (model.n_features, model.feature_hop), unless model.feature_dim=0."""
         labels, model = self.dataset.labels, self.cfg.model
         model.n_labels = len(labels) if model.label_dim > 0 else 0
+        info = self.dataset.feature_info
+        model.n_features = int(info["n_mels"]) if info and model.feature_dim > 0 else 0
+        model.feature_hop = int(info["hop"]) if model.n_features else 0
         self.model_cfg = check_config(self.cfg)
+        if info and not model.n_features:
+            log.warning("%s has features; model.feature_dim=0 trains without them",
+                        self.dataset.path)
+        elif info:
+            log.info("conditioned on %s features: a stack of %d convolutions (%d channels, "
+                     "%d frames each side), into %s", info["kind"], model.feature_layers,
+                     model.feature_dim, self.model_cfg.feature_radius, model.features_into)
         if labels and not model.n_labels:
             log.warning("%s has %d labels (%s); model.label_dim=0 trains without them",
                         self.dataset.path, len(labels), ", ".join(labels))
@@ -363,8 +386,11 @@ class Training:
         mask = batch.mask.to(device, non_blocking=True)
         hidden = self.model.reset_hidden(self.hidden, batch.reset.to(device))  # detached below
         label = batch.label.to(device) if self.model_cfg.conditioned else None
+        feats = phase = None
+        if self.model_cfg.has_features:
+            feats, phase = batch.feats.to(device), batch.phase.to(device)
         with autocast(device, self.cfg.precision):
-            logits, hidden = self.forward(codes, hidden, label)
+            logits, hidden = self.forward(codes, hidden, label, feats, phase)
         # the global batch's mean: DDP averages the processes' gradients
         loss = nll_bits(logits, codes[:, lb:], mask, reduction="sum") / (
             max(n_targets, 1) / self.world.size)
@@ -463,11 +489,22 @@ class Training:
             self.model, step, n=e_cfg.n_samples, seconds=e_cfg.sample_seconds,
             temperature=e_cfg.temperature, seed=cfg.seed * 1_000_003 + step,
             sample_rate=self.dataset.sample_rate,
-            labels=self.dataset.labels if self.model_cfg.conditioned else None)
+            labels=self.dataset.labels if self.model_cfg.conditioned else None,
+            copies=self._copy_synthesis(e_cfg.n_samples) if self.model_cfg.has_features else None,
+            features=self.dataset.feature_info)
         self.summary.update(step=step, best_valid_nll_bits=self.best, gen_samples_per_s=gen,
                             wall_time_s=time.time() - self.start)
         self.out.summary(self.summary)
         return True
+
+    def _copy_synthesis(self, n: int) -> list[dict]:
+        """A model with features makes its samples from the features of the first n files
+        of the validation split (each cut to eval.sample_seconds): what each sample should
+        sound like is that file."""
+        files = self.dataset.files(self.cfg.eval.split)[:n]
+        return [{"source": f["source"], "frames": np.asarray(self.dataset.file_features(f)),
+                 "n_samples": f["n_samples"], "label": self.dataset.label_index(f)}
+                for f in files]
 
     def test(self) -> dict | None:
         """Exact test NLL of best.pt (None without test files or with eval.test=false)."""

@@ -126,6 +126,10 @@ class Sampler:
         streams).
     label: a conditioned model's label per stream, LongTensor [B] (label indices) or float
         [B, n_labels] (the weights of a mix of label embeddings); None for a model without.
+    features: a model with features (local conditioning): each stream's normalised feature
+        frames, [B, F + 2 * radius, n_features] (radius silence frames before and after:
+        features.for_model); F * hop samples at most can be generated. The stack runs once
+        here; the steps then add its vector for the feature frame they are in.
     """
 
     def __init__(self, model: SampleRNN, batch_size: int, temperature: float = 1.0,
@@ -133,7 +137,7 @@ class Sampler:
                  backend: str | None = None, threads: int | None = None,
                  cuda_graph: bool | None = None, precision: str = "fp32",
                  graph_samples: int = 512, persistent: bool = False,
-                 label: torch.Tensor | None = None):
+                 label: torch.Tensor | None = None, features: torch.Tensor | None = None):
         if temperature < 0:
             raise ConfigError(f"temperature={temperature} must be >= 0 (0 means greedy)")
         parameter = next(model.parameters())
@@ -145,6 +149,9 @@ class Sampler:
         random = RandomNumbers(seed, self.device, batch_size, model.config.q_levels,
                                self.lookback)
         start = self._start(prime, label)
+        self._features(features, start, prime)
+        if self.per_frame is not None:  # a replay within one feature frame
+            graph_samples = min(graph_samples, model.config.feature_hop)
         cuda_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
         self.engine = make_backend(name, model, start, random, temperature,
                                    explicit=backend is not None, threads=threads,
@@ -169,6 +176,54 @@ class Sampler:
     def state(self) -> list:
         """Per tier, its recurrent state arrays (h per layer, then c per layer for LSTMs)."""
         return self.engine.state
+
+    def _features(self, features, start: Start, prime) -> None:
+        """self.per_frame: per place, what the features add per feature frame [B, F, width]
+        (None without features); places they enter get arrays in `start` even without a label."""
+        cfg, b = self.model.config, self.batch_size
+        self.per_frame = self.base = None
+        if features is None and not cfg.has_features:
+            return
+        if features is None:
+            raise ConfigError(f"this model is conditioned on {cfg.n_features}-band features; "
+                              "give each stream's feature frames (generate: features=<audio "
+                              "file or .npy>)")
+        if not cfg.has_features:
+            raise ConfigError("this model was trained without features; drop features=")
+        if prime is not None and prime.shape[-1]:
+            raise ConfigError("prime= with features= is not supported: the features say what "
+                              "to generate from the first sample; drop prime=")
+        features = features.to(self.device, self.dtype)
+        if features.dim() != 3 or features.shape[0] != b or features.shape[2] != cfg.n_features:
+            raise ConfigError(f"features of shape {tuple(features.shape)}; give [{b} streams, "
+                              f"frames + {2 * cfg.feature_radius}, {cfg.n_features} bands]")
+        with torch.no_grad():
+            self.per_frame = self.model.feature_vectors(features)
+        self.n_feature_frames = next(v for v in self.per_frame if v is not None).shape[1]
+        self.base = list(start.labels)
+        start.labels = [lab if vec is None else
+                        (lab.clone() if lab is not None else vec.new_zeros(b, vec.shape[-1]))
+                        for lab, vec in zip(self.base, self.per_frame)]
+
+    def _condition(self, frame: int) -> None:
+        """What the labels and feature frame `frame` add, into the backend's arrays."""
+        self.engine.condition([None if vec is None else
+                               vec[:, frame] + (lab if lab is not None else 0)
+                               for lab, vec in zip(self.base, self.per_frame)])
+
+    def _run(self, hist, n: int) -> None:
+        """The next n steps (whole top frames) into hist, one feature frame at a time when
+        the model has features."""
+        if self.per_frame is None:
+            self.engine.run(hist, self.steps, n)
+            return
+        lb, hop, t = self.lookback, self.model.config.feature_hop, 0
+        while t < n:
+            step = self.steps + t
+            frame, m = step // hop, min(n - t, hop - step % hop)
+            self._condition(frame)
+            self.engine.run(hist[t:t + lb + m], step, m)
+            t += m
 
     def _start(self, prime, label) -> Start:
         """Silence, and the prime run through the frame tiers to warm them (each stream's
@@ -212,12 +267,17 @@ class Sampler:
         lb, engine = self.lookback, self.engine
         block_size = max(lb, block_size // lb * lb)
         done = 0
+        if self.per_frame is not None:
+            most = self.n_feature_frames * self.model.config.feature_hop - self.steps
+            if length > most:
+                raise ConfigError(f"{length} samples asked for, the features describe "
+                                  f"{most} more; give a length within them")
         while done < length:
             n = min(block_size, length - done)
             n_frames = math.ceil(n / lb) * lb
             hist = engine.history(lb + n_frames)
             hist[:lb] = self.history
-            engine.run(hist, self.steps, n_frames)
+            self._run(hist, n_frames)
             engine.check()
             self.history = engine.copy(hist[n_frames:])
             self.steps += n_frames
@@ -231,20 +291,23 @@ def generate(model: SampleRNN, num_samples: int, length: int, temperature: float
              prime: torch.Tensor | None = None, seed: int | None = None,
              backend: str | None = None, threads: int | None = None,
              precision: str = "fp32", persistent: bool = False,
-             label: torch.Tensor | None = None) -> torch.Tensor:
+             label: torch.Tensor | None = None,
+             features: torch.Tensor | None = None) -> torch.Tensor:
     """Sample `num_samples` streams of `length` new codes -> LongTensor [num_samples, length].
 
     Starts from the model's initial state and `lookback` samples of silence, or
     after `prime` (codes [1 or num_samples, P]) run through the whole model.
     temperature=0 is greedy (argmax). The same seed gives the same codes. label: a
-    conditioned model's label per stream (see Sampler).
+    conditioned model's label per stream; features: the feature frames of a model with
+    features (see Sampler).
     """
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
             sampler = Sampler(model, num_samples, temperature, seed, prime, backend, threads,
-                              precision=precision, persistent=persistent, label=label)
+                              precision=precision, persistent=persistent, label=label,
+                              features=features)
             blocks = list(sampler.stream(length))
     finally:
         model.train(was_training)

@@ -5,7 +5,9 @@ top frame of codes and every tier's recurrent state, after the prime if any) and
 sampler's random numbers. After that the Sampler calls only `run` for each block of steps
 and `check` after it; everything else (options, priming, blocks, seeds) is the Sampler's.
 A label (global conditioning) is one more field of `Start`: per place, what each stream's
-label adds there, a constant every backend adds where the model does (`labels`).
+label adds there, a constant every backend adds where the model does (`labels`). Frame
+features (local conditioning) use the same arrays: the Sampler runs one feature frame at a
+time and writes what the label and that frame add into them first (`condition`).
 """
 
 from dataclasses import dataclass
@@ -72,6 +74,14 @@ class Backend:
 
     def check(self) -> None:
         """Raise if something failed on the device during the last block (waits for it)."""
+
+    def condition(self, vectors: list) -> None:
+        """Per place, what is added there from now on ([B, width] tensors, or None where
+        nothing changes): written into the arrays the steps read, in place (the C kernel
+        holds their addresses, a CUDA graph their buffers)."""
+        for array, v in zip(self.labels, vectors):
+            if v is not None:
+                array[...] = self.to_array(v.to(self.dtype))
 
     # -- arrays in this backend's namespace ---------------------------------------------
 
