@@ -148,8 +148,11 @@ class Sampler:
         self.temperature, self.lookback = float(temperature), model.lookback
         random = RandomNumbers(seed, self.device, batch_size, model.config.q_levels,
                                self.lookback)
+        if features is not None and prime is not None and prime.shape[-1]:
+            raise ConfigError("prime= with features= is not supported: the features say what "
+                              "to generate from the first sample; drop prime=")
         start = self._start(prime, label)
-        self._features(features, start, prime)
+        self._features(features, start)
         if self.per_frame is not None:  # a replay within one feature frame
             graph_samples = min(graph_samples, model.config.feature_hop)
         cuda_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
@@ -177,7 +180,7 @@ class Sampler:
         """Per tier, its recurrent state arrays (h per layer, then c per layer for LSTMs)."""
         return self.engine.state
 
-    def _features(self, features, start: Start, prime) -> None:
+    def _features(self, features, start: Start) -> None:
         """self.per_frame: per place, what the features add per feature frame [B, F, width]
         (None without features); places they enter get arrays in `start` even without a label."""
         cfg, b = self.model.config, self.batch_size
@@ -190,9 +193,6 @@ class Sampler:
                               "file or .npy>)")
         if not cfg.has_features:
             raise ConfigError("this model was trained without features; drop features=")
-        if prime is not None and prime.shape[-1]:
-            raise ConfigError("prime= with features= is not supported: the features say what "
-                              "to generate from the first sample; drop prime=")
         features = features.to(self.device, self.dtype)
         if features.dim() != 3 or features.shape[0] != b or features.shape[2] != cfg.n_features:
             raise ConfigError(f"features of shape {tuple(features.shape)}; give [{b} streams, "
