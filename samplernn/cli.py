@@ -263,3 +263,41 @@ def label_check(argv=None):
                        args.device, args.out)
     print(report_lines(report))
     print(f"written to {report['out']} (samples in {Path(report['out']).with_suffix('')})")
+
+
+def copy_synthesis(argv=None):
+    """samplernn-copy-synthesis / scripts/copy_synthesis.py (argparse; torch once it runs)."""
+    import argparse
+    parser = argparse.ArgumentParser(
+        prog="copy_synthesis", description="How close does a vocoder (a model trained with "
+        "features) bring the files of a split back from their features? The log-mel distance "
+        "of its resynthesis to each original, beside an unconditioned baseline's sample of "
+        "the same length and the original re-quantized (the floor). Writes a JSON report, "
+        "the WAVs and one file's spectrograms.")
+    parser.add_argument("checkpoint")
+    parser.add_argument("--baseline", default=None,
+                        help="an unconditioned model's checkpoint, trained on the same data")
+    parser.add_argument("--split", default="test", choices=words(Split))
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="resynthesise at most this much of each file (default: all)")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", default=None, help="the report (default: beside the checkpoint)")
+    args = parser.parse_args(argv)
+    with one_line_errors():
+        for name in ("checkpoint", "baseline"):
+            path = getattr(args, name)
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"{path}: no such checkpoint; give "
+                                  "<run dir>/checkpoints/best.pt")
+        if args.max_seconds is not None and not args.max_seconds > 0:
+            raise ConfigError(f"--max-seconds={args.max_seconds}: give more than 0")
+        if not args.temperature >= 0:
+            raise ConfigError(f"--temperature={args.temperature}: give a number >= 0")
+        from .copy_synthesis import report_lines, run
+        report = run(args.checkpoint, args.baseline, args.split, args.max_seconds,
+                     args.temperature, args.seed, args.threads, args.out)
+    print(report_lines(report))
+    print(f"written to {report['out']} (WAVs and spectrograms in "
+          f"{Path(report['out']).with_suffix('')})")

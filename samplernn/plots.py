@@ -92,6 +92,18 @@ def stft_db(wav, n_fft: int = 1024, hop: int = 256) -> np.ndarray:
     return np.maximum(db, DB_FLOOR).astype(np.float32)
 
 
+def _spectrogram(fig: Figure, ax, wav, sample_rate: int, n_fft: int | None):
+    """Draw one log-magnitude spectrogram on ax (its own colour bar)."""
+    if n_fft is None:
+        n_fft = max(64, 1 << int(round(np.log2(0.064 * sample_rate))))
+    db = stft_db(wav, n_fft=n_fft, hop=n_fft // 4)
+    seconds = max(len(wav), n_fft) / sample_rate
+    image = ax.imshow(db, origin="lower", aspect="auto", cmap="magma", vmin=DB_FLOOR, vmax=0.0,
+                      extent=(0.0, seconds, 0.0, sample_rate / 2), interpolation="nearest")
+    ax.set_ylabel("frequency (Hz)")
+    fig.colorbar(image, ax=ax, pad=0.01).set_label("dB")
+
+
 def spectrogram_png(wav, sample_rate: int, title: str | None = None,
                     size: tuple[float, float] = (6.0, 2.6), n_fft: int | None = None) -> bytes:
     """Log-magnitude spectrogram: time in seconds, frequency in Hz, colour bar in dB.
@@ -100,21 +112,28 @@ def spectrogram_png(wav, sample_rate: int, title: str | None = None,
     (1024 at 16 kHz), with a hop of a quarter of it.
     """
     wav, sample_rate = _as_wav(wav), _check_rate(sample_rate)
-    if n_fft is None:
-        n_fft = max(64, 1 << int(round(np.log2(0.064 * sample_rate))))
-    hop = n_fft // 4
-    db = stft_db(wav, n_fft=n_fft, hop=hop)
-    seconds = max(len(wav), n_fft) / sample_rate
     fig = Figure(figsize=size, layout="constrained")
     ax = fig.add_subplot()
-    image = ax.imshow(db, origin="lower", aspect="auto", cmap="magma", vmin=DB_FLOOR, vmax=0.0,
-                      extent=(0.0, seconds, 0.0, sample_rate / 2), interpolation="nearest")
+    _spectrogram(fig, ax, wav, sample_rate, n_fft)
     ax.set_xlabel("time (s)")
-    ax.set_ylabel("frequency (Hz)")
-    colour_bar = fig.colorbar(image, ax=ax, pad=0.01)
-    colour_bar.set_label("dB")
     if title:
         ax.set_title(title, fontsize=9)
+    return _png(fig)
+
+
+def spectrograms_png(panels: Sequence[tuple[str, np.ndarray]], sample_rate: int,
+                     title: str | None = None, width: float = 8.0) -> bytes:
+    """Spectrograms one above the other on a shared time axis: (name, wav) per panel
+    (e.g. an original and its resynthesis)."""
+    sample_rate = _check_rate(sample_rate)
+    fig = Figure(figsize=(width, 2.2 * len(panels) + 0.4), layout="constrained")
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (name, wav) in zip(axes, panels):
+        _spectrogram(fig, ax, _as_wav(wav), sample_rate, None)
+        ax.set_title(name, fontsize=9)
+    axes[-1].set_xlabel("time (s)")
+    if title:
+        fig.suptitle(title, fontsize=10)
     return _png(fig)
 
 

@@ -451,3 +451,32 @@ def test_features_on_a_model_without_them_is_one_line(tiny_dataset, tmp_path):
     lines = done.stderr.strip().splitlines()
     assert done.returncode != 0 and len(lines) == 1
     assert "was trained without features; drop features=" in lines[0]
+
+
+def test_copy_synthesis_measures_every_file_against_the_baseline_and_the_floor(
+        vocoder_run, featured, tmp_path):
+    from samplernn.copy_synthesis import lmd_db
+    from samplernn.copy_synthesis import run as copy_synthesis
+    wav = 0.2 * np.random.default_rng(0).standard_normal(4000).astype(np.float32)
+    assert lmd_db(wav, wav, SPEC) == 0.0 and lmd_db(wav, 0.5 * wav, SPEC) == pytest.approx(
+        20 * np.log10(2), abs=0.01)  # half the amplitude: 6 dB in every band (noise: all)
+    baseline = tmp_path / "plain"
+    run(_featured_train(featured, "model.feature_dim=0", "train.max_steps=2", "eval.every=2",
+                        "eval.n_samples=0", "eval.test=false"), run_dir=baseline)
+    report = copy_synthesis(vocoder_run / "checkpoints" / "best.pt",
+                            baseline / "checkpoints" / "best.pt", out=tmp_path / "cs.json")
+    files = PreparedDataset(featured).files("test")
+    assert [r["source"] for r in report["files"]] == [f["source"] for f in files]
+    for row, f in zip(report["files"], files):
+        assert row["requantized"] < row["resynthesis"] and row["requantized"] < \
+            row["unconditioned"]
+        stem = Path(f["source"]).stem
+        for kind in ("resynthesis", "unconditioned"):
+            written = list((tmp_path / "cs").glob(f"*_{stem}_{kind}.wav"))
+            assert len(written) == 1 and sf.info(written[0]).frames == f["n_samples"]
+    assert set(report["mean"]) == {"resynthesis", "unconditioned", "requantized"}
+    assert Path(report["spectrograms"]).stat().st_size > 10_000
+    assert json.loads((tmp_path / "cs.json").read_text())["mean"] == report["mean"]
+    with pytest.raises(ConfigError, match="give an unconditioned model"):
+        copy_synthesis(vocoder_run / "checkpoints" / "best.pt",
+                       vocoder_run / "checkpoints" / "best.pt", out=tmp_path / "again.json")
