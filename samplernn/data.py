@@ -273,8 +273,8 @@ class _ChunkBuilder:
         if self.radius is None:
             return None, None
         rows = self.B if rows is None else rows
-        feats = np.broadcast_to(self.normalise.silence, (rows, self.width, len(self.normalise.mean)))
-        return feats.copy(), np.zeros(rows, np.int64)
+        quiet = self.normalise.silence
+        return np.tile(quiet, (rows, self.width, 1)), np.zeros(rows, np.int64)
 
     def fill_features(self, feats: np.ndarray, phase: np.ndarray, row: int, entry: dict,
                       start: int, chunk: int) -> None:

@@ -70,8 +70,9 @@ class FeatureSpec:
         return math.ceil(n_samples / self.hop)
 
     def describe(self) -> str:
-        return (f"{self.n_mels}-band log-mel, hop {self.hop} ({1000 * self.hop / self.sample_rate:g}"
-                f" ms), window {self.win} ({1000 * self.win / self.sample_rate:g} ms)")
+        ms = 1000 / self.sample_rate
+        return (f"{self.n_mels}-band log-mel, hop {self.hop} ({self.hop * ms:g} ms), "
+                f"window {self.win} ({self.win * ms:g} ms)")
 
 
 _transforms: dict = {}

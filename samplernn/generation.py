@@ -101,7 +101,8 @@ def streams(cfg: DictConfig, names: list[str], conditioned: bool,
     plain = _streams(cfg, names, conditioned)
     if given is None:
         return plain
-    files = [str(f) for f in given] if isinstance(given, (list, tuple, ListConfig)) else [str(given)]
+    many = isinstance(given, (list, tuple, ListConfig))
+    files = [str(f) for f in given] if many else [str(given)]
     return [s._replace(prefix=_file_safe(Path(f).stem) + "_" + s.prefix, features=f)
             for f in files for s in plain]
 

@@ -231,6 +231,14 @@ def test_a_model_with_features_starts_as_the_unconditioned_one():
         tiny([2, 8], n_features=6, feature_hop=36)
 
 
+def test_a_checkpoint_from_before_features_loads_without_them():
+    from samplernn import SampleRNNConfig
+    stored = {k: v for k, v in tiny([2, 8]).config.to_dict().items()
+              if not (k.startswith("feature") or k == "n_features")}
+    config = SampleRNNConfig.from_dict(stored)
+    assert config.n_features == 0 and not config.has_features and config.feature_radius == 0
+
+
 @pytest.mark.parametrize("into", ["top", "all"])
 def test_the_look_ahead_reaches_the_features_and_never_the_future_samples(into):
     """Features fixed: a code changes no logit before it (causality). Codes fixed: a
@@ -268,10 +276,10 @@ def _features(model, n_frames: int, batch: int, seed: int = 4) -> torch.Tensor:
 def _teacher_forced(model, codes, feats, label=None):
     silence = torch.full((codes.shape[0], model.lookback), silence_code("linear", 64),
                          device=codes.device)
+    phase = torch.zeros(codes.shape[0], dtype=torch.long, device=codes.device)
+    feats = feats.to(next(model.parameters()).dtype)
     with torch.no_grad():
-        return model(torch.cat([silence, codes], 1), label=label, feats=feats.to(
-            next(model.parameters()).dtype), phase=torch.zeros(codes.shape[0], dtype=torch.long,
-                                                                device=codes.device))[0]
+        return model(torch.cat([silence, codes], 1), label=label, feats=feats, phase=phase)[0]
 
 
 @pytest.mark.parametrize("tiers", [2, 3, 4])
