@@ -259,8 +259,8 @@ class _ChunkBuilder:
         self.radius = features
         if features is not None:
             if not dataset.feature_info:
-                raise ConfigError(f"{dataset.path} has no features; prepare it with "
-                                  "features=logmel to train a model conditioned on them")
+                raise ConfigError(f"{dataset.path} has no features, which a model conditioned "
+                                  "on them reads; prepare it with features=logmel")
             self.normalise = Normaliser(dataset.feature_info)
             self.hop = int(dataset.feature_info["hop"])
             if self.hop % lookback:

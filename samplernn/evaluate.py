@@ -135,6 +135,24 @@ def evaluate_nll(model: SampleRNN, dataset: PreparedDataset, split: str, batch_s
     return result
 
 
+def _features_as_trained(config, record: dict | None, dataset: PreparedDataset, path) -> None:
+    """A model with features reads the data's features made as its own were, normalised by
+    the statistics it was trained with (those of its training data, whatever data it scores)."""
+    if not config.has_features:
+        return
+    info = dataset.feature_info
+    if not info:
+        raise ConfigError(f"{path} has no features and the model is conditioned on them: "
+                          "prepare the data with features=logmel (and the model's mel options)")
+    spec = ("kind", "n_mels", "hop", "win", "n_fft", "f_min", "f_max", "floor")
+    if record and any(info.get(k) != record.get(k) for k in spec):
+        mine = ", ".join(f"{k}={record.get(k)}" for k in spec[1:5])
+        raise ConfigError(f"{path} holds features made otherwise than the model's ({mine}): "
+                          "prepare it again with those mel options")
+    if record:
+        dataset.feature_info = {**info, "mean": record["mean"], "std": record["std"]}
+
+
 def run(cfg: DictConfig) -> dict:
     """python scripts/evaluate.py checkpoint=<path> [split=test] [dataset.path=...]
 
@@ -173,6 +191,7 @@ def _evaluate(cfg: DictConfig, world: World) -> dict:
         raise ConfigError(f"{cfg.checkpoint} is conditioned on the labels {', '.join(names)} and "
                           f"{path} has {theirs}: give label=<one of the model's> to score every "
                           "file under it")
+    _features_as_trained(model.config, (trained_on or {}).get("features"), dataset, path)
     rate = info.get("sample_rate")
     if rate and rate != dataset.sample_rate:
         raise BadFile(f"{cfg.checkpoint} models {rate} Hz audio and {path} holds "

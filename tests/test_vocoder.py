@@ -488,3 +488,24 @@ def test_copy_synthesis_measures_every_file_against_the_baseline_and_the_floor(
     with pytest.raises(ConfigError, match="give an unconditioned model"):
         copy_synthesis(vocoder_run / "checkpoints" / "best.pt",
                        vocoder_run / "checkpoints" / "best.pt", out=tmp_path / "again.json")
+
+
+def test_evaluate_reads_features_made_as_the_models_or_says_why_not(vocoder_run, featured,
+                                                                     tiny_dataset, tmp_path):
+    other = tmp_path / "other"
+    prepare(featured.parent / "source", other, features="logmel", num_workers=0,
+            mel={"n_mels": 20, "hop": 64, "win": 128, "n_fft": 256})
+    checkpoint = f"checkpoint={vocoder_run / 'checkpoints' / 'best.pt'}"
+    script = str(ROOT / "scripts" / "evaluate.py")
+    for data, message in ((tiny_dataset, "has no features and the model is conditioned on them"),
+                          (other, "features made otherwise than the model's (n_mels=20, hop=32")):
+        done = subprocess.run([sys.executable, script, checkpoint, f"dataset.path={data}"],
+                              cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode != 0 and len(lines) == 1 and message in lines[0], done.stderr
+    done = subprocess.run([sys.executable, script, checkpoint], cwd=tmp_path, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((vocoder_run / "checkpoints" / "eval_test_best_files.json").read_text())
+    final = _steps(vocoder_run, "test/nll_bits")[-1][1]
+    assert result["nll_bits"] == pytest.approx(final, abs=1e-4)  # the run's own test NLL
