@@ -207,8 +207,14 @@ def _vocoder(frame_sizes=(2, 8), into="all", **options):
     model = tiny(list(frame_sizes), "gru", skip=True, n_features=6, feature_hop=32,
                  feature_dim=8, feature_layers=2, feature_kernel=3, features_into=into,
                  **options)
-    with torch.no_grad():  # the projections start at zero: make the features matter
-        for linear in model.features.into:
+    return heard(model)
+
+
+def heard(model):
+    """The features (and labels) made to matter: their projections start at zero."""
+    with torch.no_grad():
+        for linear in [*model.features.into,
+                       *(model.labels.into if model.labels is not None else [])]:
             linear.parametrizations.weight.original0.fill_(1.0)
     return model
 
@@ -292,9 +298,7 @@ def test_every_backend_generates_from_each_streams_features(tiers, into, backend
     model = tiny(FRAME_SIZES[tiers], "gru", skip=True, n_features=6, feature_hop=hop,
                  feature_dim=8, feature_layers=2, feature_kernel=3, features_into=into,
                  n_labels=2, label_dim=4)
-    with torch.no_grad():
-        for linear in [*model.features.into, *model.labels.into]:
-            linear.parametrizations.weight.original0.fill_(1.0)
+    model = heard(model)
     model = model.float() if backend in ("native", "triton") else model
     feats = _features(model, 5, 3)
     feats[2] = feats[0]
