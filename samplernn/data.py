@@ -1,7 +1,8 @@
 """Loading prepared datasets (see samplernn/prepare.py) for training and evaluation.
 
-Both loaders yield `Batch(codes, reset, mask, label, file[, feats, phase])` chunks for truncated BPTT. A row walks one
-segment (training) or one whole file (evaluation) in consecutive chunks of `seq_len` targets.
+Both loaders yield `Batch(codes, reset, mask, label, file[, feats, phase])` chunks for
+truncated BPTT. A row walks one segment (training) or one whole file (evaluation) in
+consecutive chunks of `seq_len` targets.
 Chunk c of a row whose segment starts at source sample s holds the codes of source samples
 [s + c * seq_len - lookback, s + (c + 1) * seq_len): the first `lookback` codes are the
 model's context (the tail of the previous chunk), the last `seq_len` are the targets.
