@@ -43,7 +43,7 @@ from samplernn.audio import pcm16_to_float
 from samplernn.choices import Order, Protocol, Split, words
 from samplernn.commands import command
 from samplernn.errors import BadFile, ConfigError, NotFound, UserError
-from samplernn.features import FeatureSpec, Normaliser, silence, window
+from samplernn.features import FeatureSpec, Normaliser
 from samplernn.interrupt import STOP_SIGNALS
 from samplernn.quantization import quantize
 
@@ -283,9 +283,8 @@ class _ChunkBuilder:
         sample `start` in file `entry`."""
         first = start - entry["offset"] + chunk * self.T      # file-relative first target
         frame, phase[row] = divmod(first, self.hop)
-        raw = window(self.dataset.file_features(entry), frame - self.radius, self.width,
-                     silence(self.normalise.spec))
-        feats[row] = self.normalise(raw)
+        feats[row] = self.normalise.window(self.dataset.file_features(entry),
+                                           frame - self.radius, self.width)
 
     def new(self, rows: int | None = None) -> tuple[np.ndarray, ...]:
         """Empty (wav, reset, mask, label, file) arrays for `rows` rows."""

@@ -17,11 +17,13 @@ those of digital silence (`silence`), as the codes there are silence.
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from .audio import read_audio
+from .errors import BadFile, ConfigError, NotFound
 
 KINDS = ("logmel",)
 
@@ -137,6 +139,10 @@ class Normaliser:
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         return ((frames - self.mean) / self.std).astype(np.float32)
 
+    def window(self, frames: np.ndarray, first: int, count: int) -> np.ndarray:
+        """`window` of one file's raw frames with silence beyond them, normalised."""
+        return self(window(frames, first, count, silence(self.spec)))
+
     @property
     def silence(self) -> np.ndarray:
         return self(silence(self.spec)[None])[0]
@@ -158,11 +164,7 @@ def load(path, info: dict, data_options: dict) -> tuple[np.ndarray, int]:
     computed as at prepare: copy synthesis; its length), or made elsewhere: a .npy of raw
     log-mel frames [F, n_mels] at the model's hop, or a .npz holding `logmel` with its
     `sample_rate` and `hop` (both checked; F * hop samples)."""
-    from pathlib import Path
-
-    from .audio import read_audio
-    from .errors import BadFile, NotFound
-    from .prepare import as_stored
+    from .prepare import as_stored  # prepare imports this module
     spec = FeatureSpec.from_dict(info)
     path = Path(path)
     if not path.is_file():
@@ -205,6 +207,5 @@ def for_model(frames: list[np.ndarray], normaliser: Normaliser, radius: int) -> 
     silence's features to the longest and by `radius` frames before and after,
     [B, F + 2 * radius, n_mels]."""
     longest = max(len(f) for f in frames)
-    pad = silence(normaliser.spec)
-    return torch.from_numpy(np.stack([normaliser(window(f, -radius, longest + 2 * radius, pad))
+    return torch.from_numpy(np.stack([normaliser.window(f, -radius, longest + 2 * radius)
                                       for f in frames]))

@@ -188,10 +188,7 @@ def run(cfg: DictConfig) -> list[Path]:
     names = labelling.of_checkpoint(info)
     jobs = streams(cfg, names, mc.conditioned, mc.has_features)
     made = None
-    if mc.has_features:  # each file's raw frames and the length of its output
-        if prime is not None:
-            raise ConfigError("prime= with features= is not supported: the features say what "
-                              "to generate from the first sample; drop prime=")
+    if mc.has_features:  # each file's raw frames and its output's length (prime=: Sampler)
         record = (info.get("dataset") or {})["features"]
         made = {f: featuring.load(f, record, record["data_options"])
                 for f in dict.fromkeys(s.features for s in jobs)}
