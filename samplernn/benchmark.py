@@ -16,9 +16,10 @@ import torch
 from omegaconf import DictConfig
 
 from .device import autocast, pick_device
+from .errors import ConfigError
 from .model import SampleRNN, SampleRNNConfig
 from .quantization import nll_bits
-from .sampler import Sampler, default_backend
+from .sampler import STORES, Sampler, default_backend
 
 
 def _sync(device: torch.device) -> None:
@@ -80,6 +81,9 @@ def gen_speed(model: SampleRNN, batch_size: int, length: int, device: torch.devi
 
 
 def run(cfg: DictConfig) -> list[dict]:
+    if cfg.precision == "int8" and cfg.train_steps > 0:
+        raise ConfigError("precision=int8 is generation's (the native backend's weights); "
+                          "give train_steps=0 to benchmark generation alone")
     device = pick_device(cfg.device, cfg.get("threads"))
     torch.manual_seed(cfg.seed)
     model_cfg = SampleRNNConfig(**cfg.model)
@@ -115,7 +119,7 @@ def run(cfg: DictConfig) -> list[dict]:
         speeds, sampler = gen_speed(model, batch_size, length, device, cfg.repeats,
                                     backend=backend, cuda_graph=cfg.cuda_graph,
                                     graph_samples=cfg.graph_samples, persistent=cfg.persistent,
-                                    precision=cfg.precision if backend == "triton" else "fp32")
+                                    precision=cfg.precision if backend in STORES else "fp32")
         speeds.sort()
         per_stream = speeds[len(speeds) // 2]  # the median repeat
         row.update(gen_backend=sampler.backend, gen_precision=sampler.precision,

@@ -47,7 +47,9 @@ TopInput = _choice("TopInput", "direct", "projected")
 LabelInto = _choice("LabelInto", "top", "all")  # where a label enters the model
 Init = _choice("Init", "authors", "pytorch")
 # training, evaluation, generation, preparation
-Precision = _choice("Precision", "fp32", "bf16", "fp16")
+Precision = _choice("Precision", "fp32", "bf16", "fp16")  # autocast
+# generation's stored weights: native (CPU) fp32 | bf16 | int8, triton (CUDA) fp32 | bf16 | fp16
+Weights = _choice("Weights", "fp32", "bf16", "fp16", "int8")
 Order = _choice("Order", "epoch", "random")
 Protocol = _choice("Protocol", "files", "paper")
 Split = _choice("Split", "train", "valid", "test")

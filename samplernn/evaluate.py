@@ -28,6 +28,7 @@ from .errors import BadFile, ConfigError, check_int
 from .lock import InUse
 from .model import SampleRNN
 from .quantization import nll_bits
+from .sampler.weights import as_stored
 
 PAPER_SECONDS = 8.0
 
@@ -169,6 +170,7 @@ def run(cfg: DictConfig) -> dict:
 def _evaluate(cfg: DictConfig, world: World) -> dict:
     device = distributed.device(world, pick_device(cfg.device, cfg.get("threads")))
     model, info = load_checkpoint(cfg.checkpoint, device)
+    model = as_stored(model, str(cfg.weights))
     run_cfg = info["run_config"]
     protocol = cfg.protocol or run_cfg["eval"].get("protocol", "files")
     names = labelling.of_checkpoint(info)
@@ -176,8 +178,9 @@ def _evaluate(cfg: DictConfig, world: World) -> dict:
     if cfg.get("label") is not None:
         as_label = labelling.index(names if model.config.conditioned else [], str(cfg.label))
     scored_as = "" if as_label is None else f"_as_{names[as_label]}"
+    stored = "" if cfg.weights == "fp32" else f"_{cfg.weights}_weights"
     out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).with_name(  # one per protocol
-        f"eval_{cfg.split}_{Path(cfg.checkpoint).stem}_{protocol}{scored_as}.json")
+        f"eval_{cfg.split}_{Path(cfg.checkpoint).stem}_{protocol}{scored_as}{stored}.json")
     if out.is_dir():
         raise ConfigError(f"out={out} is a folder; give the path of the JSON file to write")
     path = cfg.dataset.path or run_cfg["dataset"]["path"]
@@ -209,6 +212,7 @@ def _evaluate(cfg: DictConfig, world: World) -> dict:
                           "model's outputs are not finite (try precision=fp32)")
         result.update(split=cfg.split, dataset=str(path), checkpoint=str(cfg.checkpoint),
                       step=info["step"], n_parameters=model.n_parameters(), processes=world.size,
+                      weights=str(cfg.weights),
                       sample_rate=dataset.sample_rate,
                       **({"scored_as": names[as_label]} if as_label is not None else {}))
         if world.main:

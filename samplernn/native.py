@@ -26,22 +26,27 @@ COMMON = ["-std=gnu11", "-fPIC", "-shared", "-Wall"]
 
 _f = ctypes.POINTER(ctypes.c_float)
 _fp = ctypes.POINTER(_f)
+PRECISIONS = ("fp32", "bf16", "int8")  # how the kernel can store its weights
+_TYPE = {"fp32": 0, "bf16": 1, "int8": 2}  # native.c's F32, BF16, I8
+
+
+class _Mat(ctypes.Structure):
+    _fields_ = [("w", ctypes.c_void_p), ("bias", _f), ("scale", _f), ("n_in", ctypes.c_int),
+                ("n_out", ctypes.c_int), ("type", ctypes.c_int)]
 
 
 class _Tier(ctypes.Structure):
     _fields_ = [("frame_size", ctypes.c_int), ("ratio", ctypes.c_int), ("n_in", ctypes.c_int),
-                ("w_in", _f), ("b_in", _f), ("w_up", _f), ("b_up", _f),
-                ("w_ih", _fp), ("b_ih", _fp), ("w_hh", _fp), ("b_hh", _fp),
-                ("state", _fp), ("cond", _f), ("label", _f)]
+                ("in_", _Mat), ("up", _Mat), ("ih", ctypes.POINTER(_Mat)),
+                ("hh", ctypes.POINTER(_Mat)), ("state", _fp), ("cond", _f), ("label", _f)]
 
 
 class _Net(ctypes.Structure):
     _fields_ = [("n_tiers", ctypes.c_int), ("n_rnn", ctypes.c_int), ("lstm", ctypes.c_int),
                 ("skip", ctypes.c_int), ("dim", ctypes.c_int), ("q_levels", ctypes.c_int),
                 ("batch", ctypes.c_int), ("n_hidden", ctypes.c_int), ("first_relu", ctypes.c_int),
-                ("tiers", ctypes.POINTER(_Tier)), ("lut", _f),
-                ("w_hidden", _fp), ("b_hidden", _fp), ("w_out", _f), ("b_out", _f),
-                ("frame_values", _f), ("acc", _f), ("label", _f)]
+                ("tiers", ctypes.POINTER(_Tier)), ("lut", _f), ("hidden", ctypes.POINTER(_Mat)),
+                ("out", _Mat), ("frame_values", _f), ("acc", _f), ("label", _f)]
 
 
 def cache_dir() -> Path:
@@ -127,56 +132,96 @@ def _ptrs(arrays):
     return (_f * len(arrays))(*[_ptr(a) for a in arrays])
 
 
+def quantize(w: np.ndarray, precision: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """A float32 matrix [n_in, n_out] (for x @ w) as the kernel stores it: float32 as it is;
+    bf16 as the top 16 bits of each float32, rounded to nearest even (uint16); int8 with one
+    scale per output column, max |w| / 127 (a torch Linear's weight row), rounded to
+    nearest. -> (stored, scale [n_out] float32 or None)."""
+    w = np.ascontiguousarray(w, np.float32)
+    if precision == "fp32":
+        return w, None
+    if precision == "bf16":
+        bits = w.view(np.uint32).astype(np.uint64)
+        return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16), None
+    if precision == "int8":
+        scale = np.abs(w).max(axis=0) / 127
+        scale[scale == 0] = 1
+        return np.clip(np.rint(w / scale), -127, 127).astype(np.int8), scale.astype(np.float32)
+    raise ValueError(f"precision={precision!r}; the CPU kernel stores {PRECISIONS}")
+
+
+def stored(w: np.ndarray, precision: str) -> np.ndarray:
+    """The float32 values the kernel multiplies by for weights w [n_in, n_out]."""
+    q, scale = quantize(w, precision)
+    if precision == "bf16":
+        return (q.astype(np.uint32) << 16).view(np.float32)
+    return q.astype(np.float32) * scale if scale is not None else q
+
+
 def pack(w: np.ndarray) -> np.ndarray:
-    """[n_in, n_out] -> panels of 16 columns [ceil(n_out / 16), n_in, 16], zero-padded."""
+    """[n_in, n_out] -> panels of 16 columns [ceil(n_out / 16), n_in, 16], zero-padded
+    (any dtype)."""
     n_in, n_out = w.shape
-    padded = np.zeros((n_in, -(-n_out // 16) * 16), np.float32)
+    padded = np.zeros((n_in, -(-n_out // 16) * 16), w.dtype)
     padded[:, :n_out] = w
     return np.ascontiguousarray(padded.reshape(n_in, -1, 16).transpose(1, 0, 2))
 
 
+def _padded(v: np.ndarray) -> np.ndarray:
+    out = np.zeros(-(-len(v) // 16) * 16, np.float32)
+    out[:len(v)] = v
+    return out
+
+
 class Kernel:
-    """Binds the sampler's float32 NumPy weights and state arrays (updated in place) to native.c."""
+    """Binds the sampler's float32 NumPy weights and state arrays (updated in place) to
+    native.c, its matrices stored in `precision` ("fp32", "bf16" or "int8")."""
 
     def __init__(self, lib: ctypes.CDLL, w, state: list[list[np.ndarray]], acc: np.ndarray,
-                 batch_size: int, threads: int, labels: list | None = None):
+                 batch_size: int, threads: int, labels: list | None = None,
+                 precision: str = "fp32"):
         """labels: per tier (bottom-up) and last for the sample level, what each stream's
         label adds there ([B, width] float32) or None (see SampleRNN.label_vectors)."""
-        self.lib, self.threads = lib, max(1, threads)
+        self.lib, self.threads, self.precision = lib, max(1, threads), precision
+        self._keep = []  # what the C structures point to must outlive them
         dim = acc.shape[-1]
         self.conds = [np.zeros((batch_size, t["ratio"] * dim), np.float32) for t in w.tiers]
-        self._keep = []  # the ctypes pointer arrays must outlive the structures that hold them
         tiers = (_Tier * len(w.tiers))()
         for k, (tier, t, s, cond) in enumerate(zip(tiers, w.tiers, state, self.conds)):
             w_ih, b_ih, w_hh, b_hh = zip(*t["layers"])
-            direct = t["w_in"] is None  # the top tier's frame goes straight into its RNN
-            packed = [None if direct else pack(t["w_in"]), pack(t["w_up"])]
-            arrays = [_ptrs(self._own([pack(x) for x in w_ih])), _ptrs(b_ih),
-                      _ptrs(self._own([pack(x) for x in w_hh])), _ptrs(b_hh), _ptrs(s)]
-            self._keep += arrays + packed + [b_ih, b_hh]
             tier.frame_size, tier.ratio, tier.n_in = t["frame_size"], t["ratio"], t["n_in"]
-            if not direct:
-                tier.w_in, tier.b_in = _ptr(packed[0]), _ptr(t["b_in"])
-            tier.w_up, tier.b_up = _ptr(packed[1]), _ptr(t["b_up"])
-            tier.w_ih, tier.b_ih, tier.w_hh, tier.b_hh, tier.state = arrays
-            tier.cond = _ptr(cond)
+            if t["w_in"] is not None:  # else the top tier's frame goes straight into its RNN
+                tier.in_ = self._mat(t["w_in"], t["b_in"])
+            tier.up = self._mat(t["w_up"], t["b_up"])
+            tier.ih, tier.hh = self._mats(w_ih, b_ih), self._mats(w_hh, b_hh)
+            tier.state, tier.cond = self._own(_ptrs(s)), _ptr(cond)
             if labels and labels[k] is not None:
                 tier.label = _ptr(labels[k])
-        hidden_w = _ptrs(self._own([pack(h[0]) for h in w.hidden]))
-        hidden_b = _ptrs([h[1] for h in w.hidden])
-        w_out = pack(w.w_out)
-        self._keep += [tiers, hidden_w, hidden_b, w_out, w, state, acc]
+        self._keep += [tiers, w, state, acc, labels]
         self.net = _Net(len(w.tiers), w.n_rnn, int(w.lstm), int(w.skip), dim,
                         len(w.b_out), batch_size, len(w.hidden), int(w.first_relu), tiers,
-                        _ptr(w.lut_rev), hidden_w, hidden_b, _ptr(w_out), _ptr(w.b_out),
-                        _ptr(w.frame_values), _ptr(acc))
+                        _ptr(w.lut_rev), self._mats(*zip(*w.hidden)) if w.hidden else None,
+                        self._mat(w.w_out, w.b_out), _ptr(w.frame_values), _ptr(acc))
         if labels and labels[-1] is not None:
             self.net.label = _ptr(labels[-1])
-        self._keep.append(labels)
 
-    def _own(self, arrays: list) -> list:
-        self._keep.append(arrays)
-        return arrays
+    def _own(self, x):
+        self._keep.append(x)
+        return x
+
+    def _mat(self, weight: np.ndarray, bias: np.ndarray | None) -> _Mat:
+        """weight [n_in, n_out] stored in this kernel's precision, in panels."""
+        q, scale = quantize(weight, self.precision)
+        panels = self._own(pack(q))
+        mat = _Mat(panels.ctypes.data, None, None, *weight.shape, _TYPE[self.precision])
+        if bias is not None:
+            mat.bias = _ptr(self._own(_padded(bias)))
+        if scale is not None:
+            mat.scale = _ptr(self._own(_padded(scale)))
+        return mat
+
+    def _mats(self, weights, biases):
+        return self._own((_Mat * len(weights))(*map(self._mat, weights, biases)))
 
     def run(self, hist: np.ndarray, lookback: int, uniform: np.ndarray | None,
             temperature: float) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 
 from .choices import (Backend, Clip, ListenAction, ListenMode, LoggerMode, Normalize, Order,
-                      Precision, Protocol, Split)
+                      Precision, Protocol, Split, Weights)
 from .modelconfig import SampleRNNConfig
 
 
@@ -106,6 +106,7 @@ class EvaluateConfig:
     device: str = "auto"
     threads: Optional[int] = 1
     precision: Precision = Precision.fp32
+    weights: Weights = Weights.fp32
     protocol: Optional[Protocol] = None
     out: Optional[str] = None
     label: Optional[str] = None
@@ -125,7 +126,7 @@ class GenerateConfig:
     out_dir: Optional[str] = None
     device: str = "auto"
     backend: Optional[Backend] = None
-    precision: Precision = Precision.fp32
+    precision: Weights = Weights.fp32
     graph_samples: int = 512
     persistent: bool = False
     threads: Optional[int] = None
@@ -163,7 +164,7 @@ class BenchmarkConfig:
     preset: Optional[str] = None
     device: str = "cpu"
     threads: Optional[int] = 1
-    precision: Precision = Precision.fp32
+    precision: Weights = Weights.fp32
     compile: bool = False
     batch_sizes: list[int] = field(default_factory=lambda: [1, 16])
     train_seq_len: int = 512

@@ -41,6 +41,21 @@ def test_evaluate_reproduces_the_training_test_nll(trained, tmp_path):
     assert result["n_parameters"] > 0
 
 
+def test_evaluate_scores_the_weights_as_generation_stores_them(trained, tmp_path):
+    """weights=int8: the NLL of the model whose matrices are rounded as the native kernel
+    stores them, in a file of its own beside fp32's; close to it, but not it."""
+    run_dir, _ = trained
+    checkpoint = run_dir / "checkpoints" / "best.pt"
+    results = {w: samplernn.evaluate.run(compose_cfg(
+        "evaluate", f"checkpoint={checkpoint}", "seq_len=64", f"weights={w}"))
+        for w in ("fp32", "int8")}
+    assert results["int8"]["weights"] == "int8"
+    assert results["int8"]["nll_bits"] == pytest.approx(results["fp32"]["nll_bits"], abs=0.05)
+    assert results["int8"]["nll_bits"] != results["fp32"]["nll_bits"]
+    assert (checkpoint.parent / "eval_test_best_files_int8_weights.json").exists()
+    assert (checkpoint.parent / "eval_test_best_files.json").exists()
+
+
 def test_generate_one_file_set_per_temperature(trained, tmp_path):
     run_dir, _ = trained
     cfg = compose_cfg("generate", f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}",

@@ -35,7 +35,8 @@ from .base import Backend, Start
 from .noise import RandomNumbers
 
 BACKENDS = choices.words(choices.Backend)
-PRECISIONS = choices.words(choices.Precision)  # the triton backend's weights (the others: the model's)
+PRECISIONS = choices.words(choices.Weights)  # stored weights: native's and triton's
+STORES = {"native": native.PRECISIONS, "triton": ("fp32", "bf16", "fp16")}
 PRIME_CHUNK = 1 << 16  # prime samples run through the frame tiers at a time
 PERSISTENT_MAX_STREAMS = 8  # the triton backend's persistent kernel: one block of rows
 
@@ -63,7 +64,7 @@ def make_backend(name: str, model: SampleRNN, start: Start, random: RandomNumber
     warning; asked for explicitly, the failure is raised."""
     if name == "native":
         from .native_backend import NativeBackend
-        return NativeBackend(model, start, random, temperature, threads)
+        return NativeBackend(model, start, random, temperature, threads, precision)
     if name == "numpy":
         from .numpy_backend import NumpyBackend
         return NumpyBackend(model, start, random, temperature)
@@ -90,10 +91,11 @@ def _check(backend: str, batch_size: int, precision: str, persistent: bool,
         raise ConfigError(f"backend={backend!r}; use one of {BACKENDS}")
     if precision not in PRECISIONS:
         raise ConfigError(f"precision={precision!r}; use one of {PRECISIONS}")
-    if precision != "fp32" and backend != "triton":
-        raise ConfigError(f"precision={precision!r} is for the triton backend (CUDA); "
-                          f"backend={backend!r} computes in the model's {dtype}: "
-                          "drop precision= or generate on a GPU")
+    if precision not in STORES.get(backend, ("fp32",)):
+        where = " and ".join(f"{b} ({', '.join(p for p in s if p != 'fp32')})"
+                             for b, s in STORES.items() if precision in s)
+        raise ConfigError(f"precision={precision!r} is for the {where} backend, not "
+                          f"backend={backend!r}: drop precision= or choose that backend")
     if persistent and backend != "triton":
         raise ConfigError(f"persistent=true is the triton backend's (CUDA); this is "
                           f"backend={backend!r}: drop persistent= or generate on a GPU")
@@ -119,8 +121,9 @@ class Sampler:
         (default: every core this process may use).
     cuda_graph: replay recorded top frames instead of launching each kernel (default: on
         CUDA): one frame per replay for torch, `graph_samples` for triton.
-    precision: the triton backend's weights, "fp32", "bf16" or "fp16" (float32 accumulation
-        and logits either way; fp16 for cards without fast bf16, e.g. T4 and V100).
+    precision: how the weights are stored, float32 sums and logits either way: the native
+        backend's "fp32", "bf16" or "int8" (one scale per output column), the triton
+        backend's "fp32", "bf16" or "fp16" (for cards without fast bf16, e.g. T4 and V100).
     persistent: the triton backend's sample level as one kernel per bottom frame, with a
         grid-wide barrier between layers, instead of four kernels per sample (up to 8
         streams).

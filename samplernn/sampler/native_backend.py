@@ -1,8 +1,9 @@
 """The native backend (CPU, float32, the default there): the whole loop in C.
 
 native.c steps the frame tiers and the sample-level MLP (first layer as lookup sums, as
-loop.py) with weights packed in 16-column panels; a batch's streams are split between the
-CPU cores. Each code is drawn by the inverse CDF of softmax(logits / T) from one uniform
+loop.py) with weights packed in 16-column panels, stored in float32, bfloat16 or int8
+(`precision`; float32 sums either way); a batch's streams are split between the CPU cores,
+and one stream's products between the cores where there are fewer streams than cores. Each code is drawn by the inverse CDF of softmax(logits / T) from one uniform
 number per stream and step, drawn from the seed in chunks of whole top frames.
 """
 
@@ -21,15 +22,15 @@ class NativeBackend(Backend):
     float32_only = True
 
     def __init__(self, model, start: Start, random: RandomNumbers, temperature: float,
-                 threads: int | None = None):
+                 threads: int | None = None, precision: str = "fp32"):
         super().__init__(model, start, random, temperature)
         lib = native.load()
         if lib is None:
             raise Unavailable("backend='native' needs a working C compiler (see the warning)")
         acc = lookup_sums(self.w, self.to_array(start.codes.t().contiguous()), self.lookback)
         self.kernel = native.Kernel(lib, self.w, self.state, acc, self.batch_size,
-                                    threads or native.usable_cores(), self.labels)
-        self.threads = self.kernel.threads
+                                    threads or native.usable_cores(), self.labels, precision)
+        self.threads, self.precision = self.kernel.threads, precision
         self._uniform = Chunks(random.uniform, random.chunk_steps)
 
     def run(self, hist: np.ndarray, step: int, n: int) -> None:

@@ -1,10 +1,15 @@
 """The model's effective weights as a backend's arrays (weight norm folded in), laid out
-for x @ W, and the sample-level MLP's first layer as lookup tables."""
+for x @ W, and the sample-level MLP's first layer as lookup tables; which of them a
+backend stores in lower precision, and the model as it then computes (`as_stored`)."""
+
+import dataclasses
+from operator import attrgetter
 
 import numpy as np
 import torch
 from torch.nn.utils import parametrize
 
+from .. import native
 from ..model import SampleRNN
 
 
@@ -56,3 +61,40 @@ def lookup_sums(w: Weights, history, lookback: int):
     for i in range(fs0):  # the last fs0 codes before the start feed its first steps
         acc[:, :i + 1] += lut[history[lookback - fs0 + i]][:, fs0 - 1 - i:]
     return acc
+
+
+def stored_matrices(model: SampleRNN) -> list[str]:
+    """The matrices a backend stores in its `precision`, by parameter name: each tier's
+    input, recurrent and upsampling weights, the sample-level MLP's hidden and output
+    layers. The lookup tables (the MLP's first layer), biases, h0 and what labels and
+    features add stay float32."""
+    names = []
+    for k, tier in enumerate(model.tiers):
+        names += [f"tiers.{k}.input.weight"] if tier.input is not None else []
+        for r in range(len(tier.rnns)):
+            names += [f"tiers.{k}.rnns.{r}.weight_ih_l0", f"tiers.{k}.rnns.{r}.weight_hh_l0"]
+        names.append(f"tiers.{k}.upsample.weight")
+    hidden = [f"sample_mlp.hidden.{j}.weight" for j in range(len(model.sample_mlp.hidden))]
+    return names + hidden + ["sample_mlp.output.weight"]
+
+
+def as_stored(model: SampleRNN, precision: str) -> SampleRNN:
+    """The model as a backend computes with its matrices stored in `precision` (native:
+    bf16, or int8 with a scale per output column, as native.stored; triton: bf16 or fp16, a
+    rounding cast): a model without weight norm holding the effective weights, those
+    matrices rounded. Its teacher-forced NLL is what the precision costs."""
+    plain = SampleRNN(dataclasses.replace(model.config, weight_norm=False))
+    parameter = next(model.parameters())
+    plain.to(parameter.device, parameter.dtype).train(model.training)
+    rounded = set(stored_matrices(model)) if precision != "fp32" else set()
+    with torch.no_grad():
+        state = {}
+        for name in plain.state_dict():
+            w = attrgetter(name)(model).detach()  # through the weight norm, if any
+            if name in rounded and precision == "fp16":
+                w = w.half().to(w.dtype)
+            elif name in rounded:  # native.stored takes x @ w's layout [n_in, n_out]
+                w = torch.from_numpy(native.stored(w.float().t().cpu().numpy(), precision)).t()
+            state[name] = w
+        plain.load_state_dict(state)
+    return plain
