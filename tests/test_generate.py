@@ -56,6 +56,23 @@ def test_evaluate_scores_the_weights_as_generation_stores_them(trained, tmp_path
     assert (checkpoint.parent / "eval_test_best_files.json").exists()
 
 
+def test_the_precision_check_script_measures_the_greedy_codes(trained, capsys):
+    """scripts/precision_check.py on a checkpoint: per precision, the kernel's greedy codes
+    are the rounded model's argmax everywhere and the float32 model's but at near-ties."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("precision_check", CONFIGS.parent / "scripts"
+                                                  / "precision_check.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    run_dir, _ = trained
+    script.main([str(run_dir / "checkpoints" / "best.pt"), "--seconds", "0.1"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["precision"] for row in rows] == ["bf16", "int8"]
+    for row in rows:
+        assert row["positions"] > 0 and row["differs_from_as_stored"] == 0
+        assert row["beyond_tolerance"] == 0 and row["differs_from_fp32"] < 0.05
+
+
 def test_generate_one_file_set_per_temperature(trained, tmp_path):
     run_dir, _ = trained
     cfg = compose_cfg("generate", f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}",
