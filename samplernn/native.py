@@ -241,7 +241,6 @@ class Kernel:
             raise MemoryError("the CPU sampling kernel could not allocate its scratch memory")
 
 
-
 def describe() -> str:
     """Builds the kernel now if needed (make install calls this) and says where it is."""
     lib = load()

@@ -1,10 +1,11 @@
-"""The native backend (CPU, float32, the default there): the whole loop in C.
+"""The native backend (CPU, float32 models, the default there): the whole loop in C.
 
 native.c steps the frame tiers and the sample-level MLP (first layer as lookup sums, as
 loop.py) with weights packed in 16-column panels, stored in float32, bfloat16 or int8
-(`precision`; float32 sums either way); a batch's streams are split between the CPU cores,
-and one stream's products between the cores where there are fewer streams than cores. Each code is drawn by the inverse CDF of softmax(logits / T) from one uniform
-number per stream and step, drawn from the seed in chunks of whole top frames.
+(`precision`; float32 sums either way). Its threads share out the output columns of every
+product (one stream uses every core). Each code is drawn by the inverse CDF of
+softmax(logits / T) from one uniform number per stream and step, drawn from the seed in
+chunks of whole top frames.
 """
 
 import numpy as np
