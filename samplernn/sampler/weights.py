@@ -10,6 +10,7 @@ import torch
 from torch.nn.utils import parametrize
 
 from .. import native
+from ..errors import ConfigError
 from ..model import SampleRNN
 
 
@@ -79,22 +80,25 @@ def stored_matrices(model: SampleRNN) -> list[str]:
 
 
 def as_stored(model: SampleRNN, precision: str) -> SampleRNN:
-    """The model as a backend computes with its matrices stored in `precision` (native:
-    bf16, or int8 with a scale per output column, as native.stored; triton: bf16 or fp16, a
-    rounding cast): a model without weight norm holding the effective weights, those
-    matrices rounded. Its teacher-forced NLL is what the precision costs."""
+    """The model as the native kernel computes with its matrices stored in `precision`
+    ("fp32": the model itself; "bf16", or "int8" with a scale per output column: a model
+    without weight norm holding the effective weights, those matrices rounded as
+    native.stored rounds them). Its teacher-forced NLL is what the precision costs."""
+    if precision not in native.PRECISIONS:
+        raise ConfigError(f"weights={precision!r}: the matrices are rounded as the native "
+                          f"(CPU) kernel stores them: {', '.join(native.PRECISIONS)}")
+    if precision == "fp32":
+        return model
     plain = SampleRNN(dataclasses.replace(model.config, weight_norm=False))
     parameter = next(model.parameters())
     plain.to(parameter.device, parameter.dtype).train(model.training)
-    rounded = set(stored_matrices(model)) if precision != "fp32" else set()
+    rounded = set(stored_matrices(model))
     with torch.no_grad():
         state = {}
         for name in plain.state_dict():
             w = attrgetter(name)(model).detach()  # through the weight norm, if any
-            if name in rounded and precision == "fp16":
-                w = w.half().to(w.dtype)
-            elif name in rounded:  # native.stored takes x @ w's layout [n_in, n_out]
+            if name in rounded:  # native.stored takes x @ w's layout [n_in, n_out]
                 w = torch.from_numpy(native.stored(w.float().t().cpu().numpy(), precision)).t()
-            state[name] = w
+            state[name] = w.to(parameter.device, parameter.dtype)
         plain.load_state_dict(state)
     return plain
