@@ -192,6 +192,20 @@ def test_training_segments_start_on_top_frames_and_read_their_frames(featured):
             assert np.array_equal(got, want)
 
 
+def test_each_process_reads_its_rows_features_of_the_global_batch(featured):
+    """Data-parallel training with features: each process's rows (codes, their feature
+    frames and phases) are the global batch's rows, past segment ends."""
+    dataset = PreparedDataset(featured)
+    whole = TrainStream(dataset, 4, 48, 8, 4000, seed=5, features=1)
+    parts = [iter(TrainStream(dataset, 4, 48, 8, 4000, seed=5, features=1, rows=rows,
+                              start_step=10)) for rows in [(0, 1), (1, 4)]]
+    for k in range(10, 60):
+        full, halves = whole.batch_at(k), [next(p) for p in parts]
+        for field in ("codes", "reset", "mask", "feats", "phase"):
+            joined = torch.cat([getattr(h, field) for h in halves])
+            assert torch.equal(joined, getattr(full, field)), (k, field)
+
+
 def test_without_features_training_segments_are_as_before(tiny_dataset):
     """Alignment to top frames is only for a model with features: the plan is unchanged."""
     dataset = PreparedDataset(tiny_dataset)
@@ -370,6 +384,28 @@ def _featured_train(featured, *overrides):
     return compose_train("debug=tiny", "logger=none", f"dataset.path={featured}",
                          "dataset.builtin=false", "dataset.num_workers=0",
                          "model.feature_dim=8", "model.feature_layers=2", *overrides)
+
+
+@pytest.mark.slow  # real processes
+def test_two_processes_with_features_follow_the_single_process_run(featured, tmp_path):
+    """torchrun with 2 processes: each reads its rows' feature frames, and the losses are
+    the one-process run's (within test_distributed's tolerance)."""
+    from test_distributed import TOL, torchrun
+    from test_reliability import tiny_train
+    args = ("dataset.num_workers=0", "model.feature_dim=8", "model.feature_layers=2",
+            "train.max_steps=12", "train.batch_size=4", "eval.every=6", "train.log_every=2",
+            "eval.n_samples=0")
+    runs = {}
+    for n in (1, 2):
+        runs[n] = tmp_path / f"run{n}"
+        done = subprocess.run(torchrun(n, *tiny_train(featured, runs[n], *args), tmp=tmp_path),
+                              cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for key in ("train/nll_bits", "valid/nll_bits"):
+        one, two = _steps(runs[1], key), _steps(runs[2], key)
+        assert [s for s, _ in one] == [s for s, _ in two] and one
+        assert np.allclose([v for _, v in one], [v for _, v in two], rtol=0, atol=TOL)
+    assert json.loads((runs[2] / "summary.json").read_text())["processes"] == 2
 
 
 def test_training_with_features_resumes_on_its_trajectory(featured, tmp_path):
