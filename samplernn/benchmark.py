@@ -15,6 +15,7 @@ import time
 import torch
 from omegaconf import DictConfig
 
+from . import native
 from .device import autocast, pick_device
 from .errors import ConfigError
 from .model import SampleRNN, SampleRNNConfig
@@ -96,7 +97,7 @@ def run(cfg: DictConfig) -> list[dict]:
                "dim": model_cfg.dim, "n_rnn": model_cfg.n_rnn, "tiers": model_cfg.n_tiers,
                "n_parameters": model.n_parameters(), "device": device.type,
                "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
-               else platform.processor() or platform.machine(),
+               else _cpu_name(),
                "threads": torch.get_num_threads(), "batch_size": int(batch_size),
                "precision": cfg.precision, "compile": cfg.compile, "torch": torch.__version__}
         if cfg.train_steps > 0:
@@ -143,6 +144,18 @@ def _emit(row: dict, out: str | None) -> None:
     if out:
         with open(out, "a") as f:
             f.write(json.dumps(row) + "\n")
+
+
+def _cpu_name() -> str:
+    """The CPU's model name and the cores this process may use, e.g. 'AMD EPYC (2 cores)'."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f
+                         if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name} ({native.usable_cores()} cores)"
 
 
 def _preset() -> str:
