@@ -170,7 +170,7 @@ def run(cfg: DictConfig) -> dict:
 def _evaluate(cfg: DictConfig, world: World) -> dict:
     device = distributed.device(world, pick_device(cfg.device, cfg.get("threads")))
     model, info = load_checkpoint(cfg.checkpoint, device)
-    model = as_stored(model, str(cfg.weights))
+    scored = as_stored(model, str(cfg.weights))  # the model as CPU generation stores it
     run_cfg = info["run_config"]
     protocol = cfg.protocol or run_cfg["eval"].get("protocol", "files")
     names = labelling.of_checkpoint(info)
@@ -205,7 +205,7 @@ def _evaluate(cfg: DictConfig, world: World) -> dict:
     try:
         seq_len = cfg.seq_len or run_cfg["eval"]["seq_len"]
         with world.only_main(InUse(dataset.path, f"evaluating {cfg.checkpoint}")):
-            result = evaluate_nll(model, dataset, cfg.split, cfg.batch_size, seq_len, device,
+            result = evaluate_nll(scored, dataset, cfg.split, cfg.batch_size, seq_len, device,
                                   cfg.precision, protocol, world=world, as_label=as_label)
         if not math.isfinite(result["nll_bits"]):
             raise BadFile(f"the NLL of {cfg.checkpoint} on {path} is {result['nll_bits']}: the "

@@ -50,6 +50,7 @@ def test_evaluate_scores_the_weights_as_generation_stores_them(trained, tmp_path
         "evaluate", f"checkpoint={checkpoint}", "seq_len=64", f"weights={w}"))
         for w in ("fp32", "int8")}
     assert results["int8"]["weights"] == "int8"
+    assert results["int8"]["n_parameters"] == results["fp32"]["n_parameters"]  # the model's
     assert results["int8"]["nll_bits"] == pytest.approx(results["fp32"]["nll_bits"], abs=0.05)
     assert results["int8"]["nll_bits"] != results["fp32"]["nll_bits"]
     assert (checkpoint.parent / "eval_test_best_files_int8_weights.json").exists()
