@@ -322,7 +322,7 @@ typedef struct {
     const double *uniform;             /* [n_steps, B] in [0, 1), or NULL: greedy */
     float inv_temperature;
     Team *team;
-    int id, size;                      /* this thread's place in its team */
+    int id;                            /* this thread's place in its team */
     float *local;                      /* its own: acc [n, 2 fs0, d], frame [n, lookback], weights [q] */
     atomic_int *go;                    /* 0: wait, 1: run, -1: leave without running */
 } Job;
@@ -332,7 +332,8 @@ typedef struct {
 static void span(const Job *job, int n_out, int *p0, int *p1)
 {
     int panels = (n_out + 15) / 16, groups = (panels + 3) / 4;
-    int a = 4 * (groups * job->id / job->size), b = 4 * (groups * (job->id + 1) / job->size);
+    int size = job->team->size, a = 4 * (groups * job->id / size);
+    int b = 4 * (groups * (job->id + 1) / size);
     *p0 = a < panels ? a : panels;
     *p1 = b < panels ? b : panels;
 }
@@ -564,7 +565,7 @@ int srnn_generate(const Net *net, int64_t *hist, int lookback, int n_steps, cons
             failed |= !local;
             jobs[i] = (Job){net, hist, lookback, n_steps, uniform,
                             temperature > 0 ? 1.0f / temperature : 0.0f, team, i - first,
-                            team->size, local, &go};
+                            local, &go};
         }
     }
     int started = 0;

@@ -26,15 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 TOLERANCE = 2 ** -5  # of the logits' standard deviation
 
 
-def _compare(model, precision: str, codes, chosen=None) -> dict:
+def _compare(model, rounded, precision: str, codes, chosen=None) -> dict:
     """codes [B, lookback + n]: the float32 model's argmax over the n positions against
-    `chosen` (the kernel's codes) or, if None, the rounded model's argmax."""
+    `chosen` (the kernel's codes) or, if None, the argmax of `rounded` (as_stored's model)."""
     import torch
-
-    from samplernn.sampler.weights import as_stored
     with torch.no_grad():
         logits = model(codes)[0]
-        own = as_stored(model, precision)(codes)[0].argmax(-1)
+        own = rounded(codes)[0].argmax(-1)
     picked = own if chosen is None else chosen
     top2 = logits.topk(2, dim=-1).values
     gap = (top2[..., 0] - top2[..., 1]) / logits.std()
@@ -47,17 +45,17 @@ def _compare(model, precision: str, codes, chosen=None) -> dict:
             "differs_from_as_stored": (picked != own).float().mean().item()}
 
 
-def greedy(model, precision: str, streams: int, length: int, threads=None) -> dict:
+def greedy(model, rounded, precision: str, streams: int, length: int, threads=None) -> dict:
     import torch
 
     from samplernn import generate, silence_code
     out = generate(model, streams, length, temperature=0, precision=precision, threads=threads)
     silence = silence_code(model.config.q_type, model.config.q_levels)
     codes = torch.cat([torch.full((streams, model.lookback), silence), out], 1)
-    return {"positions_from": "greedy", **_compare(model, precision, codes, out)}
+    return {"positions_from": "greedy", **_compare(model, rounded, precision, codes, out)}
 
 
-def real(model, precision: str, data, streams: int, length: int) -> dict:
+def real(model, rounded, precision: str, data, streams: int, length: int) -> dict:
     """The first `length` samples of up to `streams` test files (as long as the shortest)."""
     import torch
 
@@ -70,7 +68,8 @@ def real(model, precision: str, data, streams: int, length: int) -> dict:
     cfg = model.config
     codes = quantize(wav, cfg.q_type, cfg.q_levels)
     silence = torch.full((len(files), model.lookback), silence_code(cfg.q_type, cfg.q_levels))
-    return {"positions_from": "real", **_compare(model, precision, torch.cat([silence, codes], 1))}
+    return {"positions_from": "real",
+            **_compare(model, rounded, precision, torch.cat([silence, codes], 1))}
 
 
 def main(argv=None) -> None:
@@ -84,6 +83,7 @@ def main(argv=None) -> None:
     from samplernn.checkpoint import load_checkpoint
     from samplernn.data import PreparedDataset
     from samplernn.errors import ConfigError, one_line_errors
+    from samplernn.sampler.weights import as_stored
     with one_line_errors():
         model, info = load_checkpoint(args.checkpoint)
         if model.config.conditioned or model.config.has_features:
@@ -93,8 +93,9 @@ def main(argv=None) -> None:
         rate = info.get("sample_rate") or 16000
         length = max(1, int(args.seconds * rate) // model.lookback) * model.lookback
         for precision in args.precisions:
-            for row in (greedy(model, precision, args.streams, length, args.threads),
-                        real(model, precision, data, args.streams, length)):
+            rounded = as_stored(model, precision)  # built once for both sets of positions
+            for row in (greedy(model, rounded, precision, args.streams, length, args.threads),
+                        real(model, rounded, precision, data, args.streams, length)):
                 print(json.dumps(row), flush=True)
 
 
