@@ -7,8 +7,10 @@
    confusion matrix (rows: the file's label, columns: the label picked) and the accuracy.
 2. By ear, with a classifier standing in for the listener: a multinomial logistic regression
    on per-file log-mel statistics (each band's mean and spread over time) of the real
-   training audio, checked on the real files of the split, then asked which label each of
-   `per_label` generated samples per label sounds like.
+   training audio, checked on the real files of the split (as they are, and 6 dB quieter and
+   louder: how much the answer moves with level alone), then asked which label each of
+   `per_label` generated samples per label sounds like. The RMS level of the real files and
+   of the samples, per label, stands beside it.
 
 Everything lands in one JSON file (and the generated WAVs with spectrograms in a folder
 beside it); the tables are printed.
@@ -32,6 +34,7 @@ from .sampler import generate
 
 N_MELS = 40
 CLASSIFIER_SECONDS = 8.0  # at most this much of each file feeds the classifier
+GAINS = (0.5, 2.0)  # the real files again, 6 dB quieter and louder
 
 
 class VoiceFeatures:
@@ -110,11 +113,17 @@ def by_likelihood(model, dataset: PreparedDataset, split: str, names: list[str],
                       for i, (f, p) in enumerate(zip(files, picked))]}
 
 
-def _file_features(dataset: PreparedDataset, files: list[dict], features: VoiceFeatures):
+def _file_audio(dataset: PreparedDataset, files: list[dict]) -> list[np.ndarray]:
     most = int(CLASSIFIER_SECONDS * dataset.sample_rate)
-    return np.stack([features(pcm16_to_float(dataset.samples[f["offset"]:f["offset"]
-                                                             + min(f["n_samples"], most)]))
-                     for f in files])
+    return [pcm16_to_float(dataset.samples[f["offset"]:f["offset"] + min(f["n_samples"], most)])
+            for f in files]
+
+
+def _rms_by_label(wavs, labels: list[int], names: list[str]) -> dict:
+    """Each label's mean RMS level (on the -1..1 scale)."""
+    rms = [float(np.sqrt(np.mean(np.square(w, dtype=np.float64)))) for w in wavs]
+    return {n: float(np.mean([r for r, j in zip(rms, labels) if j == i]))
+            for i, n in enumerate(names) if i in labels}
 
 
 def by_classifier(model, dataset: PreparedDataset, split: str, names: list[str],
@@ -124,19 +133,23 @@ def by_classifier(model, dataset: PreparedDataset, split: str, names: list[str],
     features = VoiceFeatures(dataset.sample_rate)
     train = dataset.files("train")
     classifier = LogisticRegression().fit(
-        _file_features(dataset, train, features),
+        np.stack([features(w) for w in _file_audio(dataset, train)]),
         np.array([names.index(f["label"]) for f in train]), len(names))
     held_out = dataset.files(split)
-    real = confusion([names.index(f["label"]) for f in held_out],
-                     classifier.predict(_file_features(dataset, held_out, features)).tolist(),
-                     len(names))
+    real_audio, real_labels = _file_audio(dataset, held_out), [names.index(f["label"]) for f in held_out]
+
+    def heard(wavs, gain: float = 1.0) -> list[int]:
+        return classifier.predict(np.stack([features(gain * w) for w in wavs])).tolist()
+    real = confusion(real_labels, heard(real_audio), len(names))
+    at_gain = {f"{gain:g}": accuracy(confusion(real_labels, heard(real_audio, gain), len(names)))
+               for gain in GAINS}
     lb = model.lookback
     length = max(lb, int(round(seconds * dataset.sample_rate)) // lb * lb)
     label = torch.arange(len(names)).repeat_interleave(per_label)
     codes = generate(model, len(label), length, temperature=1.0, seed=seed, label=label)
     cfg = model.config
     wavs = dequantize(codes.cpu(), cfg.q_type, cfg.q_levels).numpy()
-    picked = classifier.predict(np.stack([features(w) for w in wavs])).tolist()
+    picked = heard(wavs)
     out_dir.mkdir(parents=True, exist_ok=True)
     samples = []
     for k, (wav, j, p) in enumerate(zip(wavs, label.tolist(), picked)):
@@ -148,9 +161,11 @@ def by_classifier(model, dataset: PreparedDataset, split: str, names: list[str],
                         "picked": names[p]})
     generated = confusion(label.tolist(), picked, len(names))
     return {"real": {"accuracy": accuracy(real), "confusion": real, "n_files": len(held_out),
-                     "n_train_files": len(train)},
+                     "n_train_files": len(train), "accuracy_at_gain": at_gain,
+                     "rms": _rms_by_label(real_audio, real_labels, names)},
             "generated": {"accuracy": accuracy(generated), "confusion": generated,
                           "per_label": per_label, "seconds": length / dataset.sample_rate,
+                          "rms": _rms_by_label(wavs, label.tolist(), names),
                           "samples": samples}}
 
 
@@ -191,14 +206,18 @@ def _table(title: str, counts: list[list[int]], names: list[str]) -> str:
 
 
 def report_lines(report: dict) -> str:
-    """The three tables of a report, for the terminal."""
+    """The three tables of a report and the levels, for the terminal."""
     names, c = report["labels"], report["classifier"]
-    gen = c["generated"]
+    real, gen = c["real"], c["generated"]
+    gains = ", ".join(f"{a:.1%} at x{g}" for g, a in real["accuracy_at_gain"].items())
+    levels = ", ".join(f"{n} {real['rms'][n]:.3f} / {gen['rms'][n]:.3f}" for n in names)
     return "\n".join([
         _table(f"by likelihood, {report['split']} files", report["likelihood"]["confusion"], names),
-        _table(f"classifier on the real {report['split']} files", c["real"]["confusion"], names),
+        _table(f"classifier on the real {report['split']} files", real["confusion"], names),
+        f"  the same files 6 dB quieter and louder: {gains}",
         _table(f"classifier on {gen['per_label']} generated {gen['seconds']:g}-s samples per "
-               "label", gen["confusion"], names)])
+               "label", gen["confusion"], names),
+        f"RMS level, real / generated: {levels}"])
 
 
 if __name__ == "__main__":  # python -m samplernn.label_check: the same as samplernn-label-check

@@ -403,12 +403,15 @@ def test_the_label_check_tells_made_voices_apart(conditioned_run, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / "check.json").read_text())
     assert report["labels"] == sorted(VOICES)
-    assert report["classifier"]["real"]["accuracy"] == 1.0
+    real = report["classifier"]["real"]
+    assert real["accuracy"] == 1.0 and set(real["accuracy_at_gain"]) == {"0.5", "2"}
+    assert set(real["rms"]) == set(VOICES) and all(0 < r < 1 for r in real["rms"].values())
     assert sum(map(sum, report["likelihood"]["confusion"])) == 3
     generated = report["classifier"]["generated"]
     assert sum(map(sum, generated["confusion"])) == 6 and len(generated["samples"]) == 6
     assert all(Path(s["wav"]).is_file() for s in generated["samples"])
-    assert "by likelihood, test files" in done.stdout
+    assert set(generated["rms"]) == set(VOICES)
+    assert "by likelihood, test files" in done.stdout and "RMS level, real / generated" in done.stdout
     done = _command("label_check.py", str(ckpt), "--per-label", "0", cwd=tmp_path)
     assert done.returncode == 2 and "error: --per-label=0" in done.stderr
 
