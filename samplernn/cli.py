@@ -249,6 +249,9 @@ def label_check(argv=None):
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each sample")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for the "
+                        "scoring (1, as evaluate's: fastest on small CPUs, and a core shared "
+                        "with a training run does not stall it)")
     parser.add_argument("--out", default=None, help="the report (default: beside the checkpoint)")
     args = parser.parse_args(argv)
     with one_line_errors():
@@ -260,7 +263,7 @@ def label_check(argv=None):
                               "<run dir>/checkpoints/best.pt")
         from .label_check import check, report_lines
         report = check(args.checkpoint, args.split, args.per_label, args.seconds, args.seed,
-                       args.device, args.out)
+                       args.device, args.out, args.threads)
     print(report_lines(report))
     print(f"written to {report['out']} (samples in {Path(report['out']).with_suffix('')})")
 

@@ -26,6 +26,7 @@ from . import labels as labelling
 from .audio import pcm16_to_float, write_wav
 from .checkpoint import load_checkpoint
 from .data import PreparedDataset
+from .device import pick_device
 from .errors import ConfigError
 from .evaluate import evaluate_nll
 from .plots import spectrogram_png
@@ -170,10 +171,11 @@ def by_classifier(model, dataset: PreparedDataset, split: str, names: list[str],
 
 
 def check(checkpoint, split: str = "test", per_label: int = 10, seconds: float = 4.0,
-          seed: int = 1, device: str = "cpu", out: Path | None = None) -> dict:
+          seed: int = 1, device: str = "cpu", out: Path | None = None,
+          threads: int | None = 1) -> dict:
     """Both checks for a conditioned checkpoint; the report is written to `out` (default:
-    label_check_<split>_<checkpoint>.json beside it)."""
-    model, info = load_checkpoint(checkpoint, torch.device(device))
+    label_check_<split>_<checkpoint>.json beside it). threads: torch's, as evaluate's."""
+    model, info = load_checkpoint(checkpoint, pick_device(device, threads))
     names = labelling.of_checkpoint(info)
     if not model.config.conditioned:
         raise ConfigError(f"{checkpoint} was trained without labels: nothing to check")
