@@ -53,6 +53,9 @@ Weights = _choice("Weights", "fp32", "bf16", "fp16", "int8")
 Order = _choice("Order", "epoch", "random")
 Protocol = _choice("Protocol", "files", "paper")
 Split = _choice("Split", "train", "valid", "test")
+# evaluate features=: a vocoder scored with every frame the train split's mean (its features
+# saying nothing): how much it leans on them
+FeatureAblation = _choice("FeatureAblation", "mean")
 Clip = _choice("Clip", "value", "norm", "none")
 LoggerMode = _choice("LoggerMode", "offline", "online", "disabled")
 Normalize = _choice("Normalize", "none", "peak", "minmax")

@@ -47,14 +47,16 @@ def piece_samples(dataset: PreparedDataset, protocol: str) -> int | None:
 def evaluate_nll(model: SampleRNN, dataset: PreparedDataset, split: str, batch_size: int,
                  seq_len: int, device: torch.device, precision: str = "fp32",
                  protocol: str = "files", should_stop=None, world: World = World(),
-                 as_label: int | None = None) -> dict | None:
+                 as_label: int | None = None, mean_features: bool = False) -> dict | None:
     """-> {"nll_bits": bits per sample over the whole split, "n_samples": samples counted,
     "protocol", "normalize": how the dataset was levelled, "files": per file its source,
     label (if any), nll_bits and n_samples}, and on a dataset with labels "by_label": per
     label its nll_bits and n_samples.
 
     A conditioned model scores each file under its own label, or every file under label
-    index `as_label` (which label the model finds a recording most likely under).
+    index `as_label` (which label the model finds a recording most likely under). A model
+    with features reads each file's own, or with `mean_features` the train split's mean
+    frame everywhere (normalised: zeros), its features saying nothing about the file.
 
     The result does not depend on batch_size or seq_len (state is carried through each
     file or piece), only the speed does: long chunks mean fewer, larger calls.
@@ -105,6 +107,8 @@ def evaluate_nll(model: SampleRNN, dataset: PreparedDataset, split: str, batch_s
         feats = phase = None
         if cfg.has_features:
             feats, phase = batch.feats[busy].to(device), batch.phase[busy].to(device)
+            if mean_features:
+                feats = torch.zeros_like(feats)
         busy = busy.to(device)
         with autocast(device, precision):
             logits, state = model(codes, [h[:, busy] for h in hidden], label, feats, phase)
@@ -178,9 +182,14 @@ def _evaluate(cfg: DictConfig, world: World) -> dict:
     if cfg.get("label") is not None:
         as_label = labelling.index(names if model.config.conditioned else [], str(cfg.label))
     scored_as = "" if as_label is None else f"_as_{names[as_label]}"
+    ablation = cfg.get("features")
+    if ablation is not None and not model.config.has_features:
+        raise ConfigError(f"features={ablation}: {cfg.checkpoint} was trained without features; "
+                          "leave features= out")
+    heard = "" if ablation is None else f"_features_{ablation}"
     stored = "" if cfg.weights == "fp32" else f"_{cfg.weights}_weights"
     out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).with_name(  # one per protocol
-        f"eval_{cfg.split}_{Path(cfg.checkpoint).stem}_{protocol}{scored_as}{stored}.json")
+        f"eval_{cfg.split}_{Path(cfg.checkpoint).stem}_{protocol}{scored_as}{heard}{stored}.json")
     if out.is_dir():
         raise ConfigError(f"out={out} is a folder; give the path of the JSON file to write")
     path = cfg.dataset.path or run_cfg["dataset"]["path"]
@@ -206,7 +215,8 @@ def _evaluate(cfg: DictConfig, world: World) -> dict:
         seq_len = cfg.seq_len or run_cfg["eval"]["seq_len"]
         with world.only_main(InUse(dataset.path, f"evaluating {cfg.checkpoint}")):
             result = evaluate_nll(scored, dataset, cfg.split, cfg.batch_size, seq_len, device,
-                                  cfg.precision, protocol, world=world, as_label=as_label)
+                                  cfg.precision, protocol, world=world, as_label=as_label,
+                                  mean_features=ablation is not None)
         if not math.isfinite(result["nll_bits"]):
             raise BadFile(f"the NLL of {cfg.checkpoint} on {path} is {result['nll_bits']}: the "
                           "model's outputs are not finite (try precision=fp32)")
@@ -214,7 +224,8 @@ def _evaluate(cfg: DictConfig, world: World) -> dict:
                       step=info["step"], n_parameters=model.n_parameters(), processes=world.size,
                       weights=str(cfg.weights),
                       sample_rate=dataset.sample_rate,
-                      **({"scored_as": names[as_label]} if as_label is not None else {}))
+                      **({"scored_as": names[as_label]} if as_label is not None else {}),
+                      **({"features": str(ablation)} if ablation is not None else {}))
         if world.main:
             tmp.write_text(json.dumps(result, indent=2) + "\n")
             tmp.replace(out)

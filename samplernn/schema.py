@@ -15,8 +15,8 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 
-from .choices import (Backend, Clip, ListenAction, ListenMode, LoggerMode, Normalize, Order,
-                      Precision, Protocol, Split, Weights)
+from .choices import (Backend, Clip, FeatureAblation, ListenAction, ListenMode, LoggerMode,
+                      Normalize, Order, Precision, Protocol, Split, Weights)
 from .modelconfig import SampleRNNConfig
 
 
@@ -110,6 +110,7 @@ class EvaluateConfig:
     protocol: Optional[Protocol] = None
     out: Optional[str] = None
     label: Optional[str] = None
+    features: Optional[FeatureAblation] = None
 
 
 @dataclass

@@ -499,6 +499,12 @@ def test_features_on_a_model_without_them_is_one_line(tiny_dataset, tmp_path):
     lines = done.stderr.strip().splitlines()
     assert done.returncode != 0 and len(lines) == 1
     assert "was trained without features; drop features=" in lines[0]
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate.py"),
+                           f"checkpoint={run_dir / 'checkpoints' / 'best.pt'}", "features=mean"],
+                          cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode != 0 and len(lines) == 1
+    assert "features=mean: " in lines[0] and "was trained without features" in lines[0]
 
 
 def test_copy_synthesis_measures_every_file_against_the_baseline_and_the_floor(
@@ -549,3 +555,11 @@ def test_evaluate_reads_features_made_as_the_models_or_says_why_not(vocoder_run,
     result = json.loads((vocoder_run / "checkpoints" / "eval_test_best_files.json").read_text())
     final = _steps(vocoder_run, "test/nll_bits")[-1][1]
     assert result["nll_bits"] == pytest.approx(final, abs=1e-4)  # the run's own test NLL
+    # the same files with every frame the train mean: its own file, and another NLL
+    done = subprocess.run([sys.executable, script, checkpoint, "features=mean"], cwd=tmp_path,
+                          env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    blank = json.loads((vocoder_run / "checkpoints" / "eval_test_best_files_features_mean.json")
+                       .read_text())
+    assert blank["features"] == "mean" and blank["n_samples"] == result["n_samples"]
+    assert abs(blank["nll_bits"] - result["nll_bits"]) > 1e-4
