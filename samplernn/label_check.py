@@ -17,6 +17,7 @@ beside it); the tables are printed.
 """
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -212,7 +213,8 @@ def report_lines(report: dict) -> str:
     names, c = report["labels"], report["classifier"]
     real, gen = c["real"], c["generated"]
     gains = ", ".join(f"{a:.1%} at x{g}" for g, a in real["accuracy_at_gain"].items())
-    levels = ", ".join(f"{n} {real['rms'][n]:.3f} / {gen['rms'][n]:.3f}" for n in names)
+    levels = ", ".join(f"{n} {real['rms'].get(n, math.nan):.3f} / {gen['rms'][n]:.3f}"
+                       for n in names)  # a label may have no file in a small split
     return "\n".join([
         _table(f"by likelihood, {report['split']} files", report["likelihood"]["confusion"], names),
         _table(f"classifier on the real {report['split']} files", real["confusion"], names),
