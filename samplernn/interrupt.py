@@ -10,6 +10,8 @@ and SIGHUP when it (or the SSH session) closes.
   A second SIGINT stops at once (KeyboardInterrupt).
 - `abort_on_signals` (generation): a signal raises `Stopped` where the program is, so every
   `with` block unwinds as for Ctrl-C and no half-written file is left.
+- `signals_held` (inside either): a few lines that must not be cut in half (a worker process
+  being started) hold the signals, which then act as they would have at the end of the block.
 
 Handlers can only be installed in the main thread; elsewhere both do nothing.
 """
@@ -93,3 +95,22 @@ def abort_on_signals():
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Stop signals that come during the block are held and delivered again at its end, to the
+    handlers that were there before. For a step that a signal must not cut in half: a process
+    pool's worker half started (forked, not yet registered) is nobody's to end."""
+    if not _main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: held.append(signum)) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for signum in dict.fromkeys(held):  # each once, in the order they came
+            signal.raise_signal(signum)  # runs its handler now: Stopped, KeyboardInterrupt, exit

@@ -58,7 +58,7 @@ from samplernn.errors import (AlreadyExists, BadFile, ConfigError, NotFound, che
                              check_number)
 from samplernn import features as featuring
 from samplernn import labels as labelling
-from samplernn.interrupt import STOP_SIGNALS, Stopped, abort_on_signals, signal_name
+from samplernn.interrupt import STOP_SIGNALS, Stopped, abort_on_signals, signal_name, signals_held
 from samplernn.lock import DirLock, readers
 
 NORMALIZE = words(Normalize)
@@ -296,7 +296,8 @@ def _decode_all(jobs: list[tuple], num_workers: int) -> list[dict]:
     else:
         try:
             with _pool(num_workers) as ex:
-                futures = [ex.submit(_decode_file, *job) for job in jobs]
+                with signals_held():  # a submit may start a worker: a stop lands once it is the pool's
+                    futures = [ex.submit(_decode_file, *job) for job in jobs]
                 for fut in as_completed(futures):
                     rec = fut.result()
                     results[rec["index"]] = rec
@@ -305,7 +306,9 @@ def _decode_all(jobs: list[tuple], num_workers: int) -> list[dict]:
             for job in (j for j in jobs if j[0] not in results):
                 try:
                     with _pool(1) as ex:
-                        results[job[0]] = ex.submit(_decode_file, *job).result()
+                        with signals_held():
+                            future = ex.submit(_decode_file, *job)
+                        results[job[0]] = future.result()
                 except BrokenProcessPool:
                     results[job[0]] = {"index": job[0], "kept": False, "reason": "unreadable",
                                        "detail": "the decoder crashed on this file"}

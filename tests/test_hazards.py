@@ -293,6 +293,65 @@ def test_prepare_stopped_by_a_signal_leaves_no_process_and_the_old_data(tmp_path
         assert not list(tmp_path.glob(".data.partial-*"))
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signals_held_act_at_the_end_of_the_block_as_they_would_have(signum):
+    """Inside `signals_held` a stop signal waits (the block runs to its end); at the end it acts
+    as the handler in place says: Stopped under abort_on_signals, KeyboardInterrupt for SIGINT.
+    Handlers are as they were afterwards."""
+    from samplernn.interrupt import Stopped, abort_on_signals, signals_held
+    before = signal.getsignal(signum)
+    ran = []
+    with pytest.raises(KeyboardInterrupt if signum == signal.SIGINT else Stopped) as stop:
+        with abort_on_signals(), signals_held():
+            os.kill(os.getpid(), signum)
+            ran.append("the rest of the block")
+    assert ran == ["the rest of the block"] and signal.getsignal(signum) == before
+    if signum != signal.SIGINT:
+        assert stop.value.signum == signum
+    with abort_on_signals(), signals_held():
+        ran.append("no signal, nothing raised")
+
+
+@pytest.mark.slow
+def test_a_stop_while_a_worker_starts_lands_once_the_pool_can_end_it(tmp_path, monkeypatch):
+    """SIGTERM just after the forkserver has forked a decoding worker, before the pool has it in
+    its list (the race seen once under load): the signal is held until the worker is the pool's,
+    then prepare stops and ends it. Before, the half-started worker was nobody's: it stayed
+    while prepare lived and printed a traceback when prepare ended."""
+    import multiprocessing.forkserver as forkserver
+    from samplernn.interrupt import Stopped, abort_on_signals
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in "abcd":
+        sf.write(source / f"{name}.wav", np.zeros(16000, np.float32) + 0.1, 16000)
+    connect = forkserver.connect_to_new_process
+    forked: set[int] = set()
+
+    def workers() -> set[int]:
+        server = forkserver._forkserver._forkserver_pid   # None until the first worker is asked for
+        return _descendants(server) if server else set()
+
+    def fork_then_stop(fds):
+        before = workers()
+        sentinel, w = connect(fds)
+        if not forked:                # the first worker: stop once the forkserver has forked it
+            deadline = time.time() + 30
+            while not (new := workers() - before) and time.time() < deadline:
+                time.sleep(0.01)
+            forked.update(new)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return sentinel, w
+    monkeypatch.setattr(forkserver, "connect_to_new_process", fork_then_stop)
+    with pytest.raises(Stopped) as stop, abort_on_signals():
+        prepare(source, tmp_path / "data", num_workers=2, valid_fraction=0.25, test_fraction=0.25)
+    assert stop.value.signum == signal.SIGTERM and forked
+    deadline = time.time() + 10
+    while (left := forked & set(_process_table())) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not left, {p: _process_table().get(p) for p in left}
+    assert not (tmp_path / "data").exists() and not list(tmp_path.glob(".data.partial-*"))
+
+
 # ---------------------------------------------------------------- audio patched silently
 
 def test_damaged_and_out_of_range_audio_is_reported(tmp_path):
