@@ -156,7 +156,10 @@ static inline v8 i8_to_v8(const int8_t *p)
     }
 
 /* One panel (`w`: [n_in][16] as stored) for `rows` rows, BIG (8 with AVX-512's 32
- * vector registers, else 6) at a time. */
+ * vector registers, else 6) at a time. An if chain, not a choice of function pointer:
+ * from that choice GCC 12.2 (-O2 and up, -march=native) made a cmov that read the flags
+ * of a later `inc`, so the 2-row tile ran on the last of an odd number of rows, one row
+ * past both arrays. */
 #if defined(__AVX512VL__)
 #define BIG 8
 #else
@@ -168,9 +171,12 @@ static inline v8 i8_to_v8(const int8_t *p)
     {                                                                                        \
         for (int r = 0; r < rows;) {                                                         \
             int R = rows - r >= BIG ? BIG : rows - r >= 4 ? 4 : rows - r >= 2 ? 2 : 1;       \
-            (R == BIG ? tile_##T##_##BIG##_1 : R == 4 ? tile_##T##_4_1 : R == 2              \
-             ? tile_##T##_2_1 : tile_##T##_1_1)(x + (size_t)r * ldx, ldx, w, n_in, bias,     \
-                                                scale, y + (size_t)r * ldy, ldy);            \
+            const float *xr = x + (size_t)r * ldx;                                           \
+            float *yr = y + (size_t)r * ldy;                                                 \
+            if (R == BIG) tile_##T##_##BIG##_1(xr, ldx, w, n_in, bias, scale, yr, ldy);      \
+            else if (R == 4) tile_##T##_4_1(xr, ldx, w, n_in, bias, scale, yr, ldy);         \
+            else if (R == 2) tile_##T##_2_1(xr, ldx, w, n_in, bias, scale, yr, ldy);         \
+            else tile_##T##_1_1(xr, ldx, w, n_in, bias, scale, yr, ldy);                     \
             r += R;                                                                          \
         }                                                                                    \
     }

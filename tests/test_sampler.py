@@ -5,7 +5,10 @@ SAMPLERNN_TEST_DEVICE=cuda runs these on a GPU (the default is the CPU).
 
 import math
 import os
+import subprocess
+import sys
 from operator import attrgetter
+from pathlib import Path
 
 import pytest
 import torch
@@ -279,6 +282,34 @@ def test_native_codes_do_not_depend_on_threads_or_blocks():
 
 NATIVE = pytest.mark.skipif("native" not in CPU_BACKENDS or DEVICE.type != "cpu",
                             reason="needs the native backend: the CPU and a C compiler")
+
+
+HEAP_CHECK = """
+import torch
+from samplernn import SampleRNN, SampleRNNConfig, generate
+torch.manual_seed(0)
+for dim in (32, 256):
+    model = SampleRNN(SampleRNNConfig(frame_sizes=[2, 8], dim=dim, n_rnn=1, q_levels=256)).eval()
+    for batch in (3, 5, 9):
+        generate(model, batch, 64, backend="native", threads=1)
+print("done")
+"""
+
+
+@NATIVE
+def test_native_odd_batches_stay_inside_their_arrays():
+    """An odd number of streams (3 labels: one stream each) once had the C kernel run its
+    2-row tile on the last row (a GCC 12 miscompile of a choice of function pointer), one
+    row past its arrays: the codes were right, the heap was not, and a training run died
+    at a validation ("double free or corruption"). In a fresh process, with glibc's heap
+    checks on where it has them."""
+    env = {**os.environ, "MALLOC_CHECK_": "3"}
+    debug = Path("/lib/x86_64-linux-gnu/libc_malloc_debug.so.0")  # glibc >= 2.34's checks
+    if debug.exists():
+        env["LD_PRELOAD"] = " ".join(filter(None, [env.get("LD_PRELOAD"), str(debug)]))
+    done = subprocess.run([sys.executable, "-c", HEAP_CHECK], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr[-2000:]
 
 
 @NATIVE
