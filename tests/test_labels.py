@@ -395,8 +395,9 @@ def test_evaluate_scores_under_a_label_and_refuses_a_model_without_labels(
 
 
 def test_the_label_check_tells_made_voices_apart(conditioned_run, tmp_path):
-    """On three tones a classifier of the real audio is right on every held-out file; the
-    report has both confusion matrices and the generated samples."""
+    """On three tones a classifier of the real audio is right on every held-out file, both
+    the one of the audio as the model codes it and the one of the 16-bit audio; the report
+    has the confusion matrices and the generated samples, each heard by both."""
     ckpt = conditioned_run / "checkpoints" / "best.pt"
     done = _command("label_check.py", str(ckpt), "--per-label", "2", "--seconds", "0.5",
                     "--out", str(tmp_path / "check.json"), cwd=tmp_path)
@@ -412,6 +413,12 @@ def test_the_label_check_tells_made_voices_apart(conditioned_run, tmp_path):
     assert all(Path(s["wav"]).is_file() for s in generated["samples"])
     assert set(generated["rms"]) == set(VOICES)
     assert "by likelihood, test files" in done.stdout and "RMS level, real / generated" in done.stdout
+    coded, original = report["classifier"], report["classifier_16bit"]
+    assert coded["audio"].startswith("as the model codes it") and original["audio"].startswith("16-bit")
+    assert original["real"]["accuracy"] == 1.0 and 0 <= original["real"]["accuracy_as_coded"] <= 1
+    assert sum(map(sum, original["generated"]["confusion"])) == 6
+    assert {s["picked_16bit"] for s in generated["samples"]} <= set(VOICES)
+    assert "the classifier of the 16-bit recordings" in done.stdout
     done = _command("label_check.py", str(ckpt), "--per-label", "0", cwd=tmp_path)
     assert done.returncode == 2 and "error: --per-label=0" in done.stderr
 
