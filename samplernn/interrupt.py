@@ -13,7 +13,7 @@ and SIGHUP when it (or the SSH session) closes.
 - `signals_held` (inside either): a few lines that must not be cut in half (a worker process
   being started) hold the signals, which then act as they would have at the end of the block.
 
-Handlers can only be installed in the main thread; elsewhere both do nothing.
+Handlers can only be installed in the main thread; elsewhere all three do nothing.
 """
 
 import contextlib
